@@ -341,6 +341,8 @@ class UpsamplerConfig:
         cfg = cls(**{k: raw[k] for k in fields_ if k in raw})
         if not (cfg.spatial_upsample or cfg.temporal_upsample):
             raise ConfigError(f"{s} config: neither spatial_upsample nor temporal_upsample is set")
+        if cfg.dims == 2 and cfg.temporal_upsample:
+            raise ConfigError(f"{s} config: temporal_upsample needs dims=3")
         if cfg.mid_channels % 32:
             raise ConfigError(f"{s} config: mid_channels={cfg.mid_channels} must be a multiple of 32 (GroupNorm(32))")
         return cfg
