@@ -1,0 +1,239 @@
+"""The LTX-Video diffusion transformer (reference ``Transformer3DModel``), sequence level.
+
+Tokens in, velocity out: patchify and positions live in :mod:`ltxv.model.patchify`, RoPE tables in
+:mod:`ltxv.model.rope` and can be computed once per request with :meth:`Transformer.rope`. State-dict keys and shapes
+are the official ones without the ``model.diffusion_model.`` prefix.
+
+Block (PixArt-style AdaLN-single, ``D`` = heads x head dim)::
+
+    shift1, scale1, gate1, shift2, scale2, gate2 = block.scale_shift_table + adaln(t)    # per sample or per token
+    x = x + gate1 * attn1(rms(x) * (1 + scale1) + shift1, rope)                        # self-attention
+    x = x + attn2(x, text, text_bias)                                                   # cross-attn: no norm, no gate
+    x = x + gate2 * ff(rms(x) * (1 + scale2) + shift2)                                  # GELU(tanh) MLP, 4D
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ltxv.config import TransformerConfig
+from ltxv.model.attention import Attention, SkipLayerStrategy, rms_norm
+from ltxv.model.rope import rope_tables
+
+__all__ = ["SkipLayerStrategy", "Transformer", "TransformerBlock", "timestep_sinusoids"]
+
+_TIMESTEP_CHANNELS = 256
+_OUT_NORM_EPS = 1e-6  # the reference's final LayerNorm eps is fixed, not the config's norm_eps
+# Row order of a block's scale_shift_table / modulation (reference BasicTransformerBlock).
+_SHIFT_MSA, _SCALE_MSA, _GATE_MSA, _SHIFT_MLP, _SCALE_MLP, _GATE_MLP = range(6)
+_MASK_BIAS = -10000.0  # finite, as in the reference: a fully masked text row still attends uniformly
+
+
+def timestep_sinusoids(t: torch.Tensor, channels: int = _TIMESTEP_CHANNELS) -> torch.Tensor:
+    """(M,) scaled timesteps -> (M, channels) float32 ``[cos(t w_k), sin(t w_k)]``, ``w_k = 10000^(-k/(channels/2))``
+    (diffusers ``Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)``, same operation order)."""
+    half = channels // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    angles = t[:, None].float() * freqs[None]  # (M, half)
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class _TwoLayerMLP(nn.Module):
+    """``linear_2(act(linear_1(x)))``; the key names of diffusers' ``TimestepEmbedding`` / ``PixArtAlphaTextProjection``."""
+
+    def __init__(self, d_in: int, d: int, act: nn.Module) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(d_in, d)
+        self.act = act
+        self.linear_2 = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(x)))
+
+
+class _TimestepEmbedder(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.timestep_embedder = _TwoLayerMLP(_TIMESTEP_CHANNELS, d, nn.SiLU())
+
+
+class _AdaLNSingle(nn.Module):
+    """One timestep embedding shared by all blocks; key names ``adaln_single.emb.timestep_embedder.*``,
+    ``adaln_single.linear``."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.emb = _TimestepEmbedder(d)
+        self.linear = nn.Linear(d, 6 * d)
+
+    def forward(self, t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M,) scaled timesteps -> (modulation (M, 6D), embedding (M, D))."""
+        emb = self.emb.timestep_embedder(timestep_sinusoids(t).to(dtype))
+        return self.linear(F.silu(emb)), emb
+
+
+class _GeluProj(nn.Module):
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d_in, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    """Linear(D, 4D) -> GELU(tanh) -> Linear(4D, D); keys ``net.0.proj`` and ``net.2`` (``net.1`` was a dropout)."""
+
+    def __init__(self, d: int, mult: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(_GeluProj(d, mult * d), nn.Identity(), nn.Linear(mult * d, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TransformerBlock(nn.Module):
+    """One DiT block (module docstring); STG hooks per sample through ``skip_mask`` (see :class:`Transformer`)."""
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        d, heads = cfg.inner_dim, cfg.num_attention_heads
+        self.eps = cfg.norm_eps
+        kw = {"bias": cfg.attention_bias, "out_bias": cfg.attention_out_bias, "qk_norm_eps": cfg.qk_norm_eps}
+        self.attn1 = Attention(d, heads, **kw)
+        self.attn2 = Attention(d, heads, context_dim=cfg.cross_attention_dim, **kw)
+        self.ff = FeedForward(d)
+        self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        modulation: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        context_bias: torch.Tensor | None,
+        skip_mask: torch.Tensor | None = None,
+        skip_strategy: SkipLayerStrategy | None = None,
+    ) -> torch.Tensor:
+        """x (B, N, D), context (B, L, D), modulation (B, T', 6, D) with T' = 1 or N, skip_mask (B, 1, 1) or None."""
+        table = self.scale_shift_table
+
+        def ada(i: int) -> torch.Tensor:  # (B, T', D); built on use so per-token tables never exist all six at once
+            return table[i] + modulation[:, :, i]
+
+        x_in = x
+        h = rms_norm(x, self.eps) * (1 + ada(_SCALE_MSA)) + ada(_SHIFT_MSA)
+        attn = self.attn1(h, rope=rope, skip_mask=skip_mask, skip_strategy=skip_strategy)
+        x_attn = x + ada(_GATE_MSA) * attn
+        if skip_mask is not None and skip_strategy is SkipLayerStrategy.RESIDUAL:
+            x_attn = x_attn * skip_mask + x * (1.0 - skip_mask)
+        x = x_attn
+
+        x = x + self.attn2(x, context, bias=context_bias)
+
+        h = rms_norm(x, self.eps) * (1 + ada(_SCALE_MLP)) + ada(_SHIFT_MLP)
+        x = x + ada(_GATE_MLP) * self.ff(h)
+
+        if skip_mask is not None and skip_strategy is SkipLayerStrategy.TRANSFORMER_BLOCK:
+            x = x * skip_mask + x_in * (1.0 - skip_mask)
+        return x
+
+
+class Transformer(nn.Module):
+    """The LTX-Video DiT. See the module docstring for the block; :meth:`forward` for inputs and STG.
+
+    Spatio-temporal guidance (STG): ``skip_layer_mask[layer, b] == 0`` perturbs sample ``b`` in block ``layer``
+    (1 = normal); values in between blend ``m * normal + (1 - m) * perturbed``, bit-identical to the reference:
+
+    * ``ATTENTION_VALUES``: the self-attention output (before ``to_out``) is replaced by V, i.e. every token attends
+      only to itself.
+    * ``ATTENTION_SKIP``: the self-attention output (before ``to_out``) is replaced by its input (the normalised,
+      modulated hidden state).
+    * ``TRANSFORMER_BLOCK``: the block output is replaced by the block input.
+    * ``RESIDUAL``: the self-attention sub-layer adds nothing to the residual stream of the perturbed sample in that
+      block (x is unchanged by attn1; cross-attention and FF still run). The reference's ``Residual`` is a silent
+      no-op (it only acts when ``attn.residual_connection`` is set, which the transformer never does); this is what
+      it was meant to do, so outputs differ from the reference in this mode by design.
+    """
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.inner_dim
+        if cfg.cross_attention_dim != d:
+            raise ValueError(f"cross_attention_dim={cfg.cross_attention_dim} must equal the width {d}")
+        self.patchify_proj = nn.Linear(cfg.in_channels, d)
+        self.adaln_single = _AdaLNSingle(d)
+        self.caption_projection = _TwoLayerMLP(cfg.caption_channels, d, nn.GELU(approximate="tanh"))
+        self.transformer_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.num_layers))
+        self.scale_shift_table = nn.Parameter(torch.randn(2, d) / d**0.5)
+        self.proj_out = nn.Linear(d, cfg.out_channels)
+
+    def rope(self, positions: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions (B, 3, N) float32 (seconds, pixel y, pixel x) -> RoPE (cos, sin), each (B, N, D) in ``dtype``
+        (default: the model's). Depends only on the positions: compute once per request, not per step."""
+        dtype = self.patchify_proj.weight.dtype if dtype is None else dtype
+        c = self.cfg
+        return rope_tables(positions, c.inner_dim, c.positional_embedding_theta, c.positional_embedding_max_pos, dtype)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor | None,
+        timesteps: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor | None,
+        *,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        skip_layer_mask: torch.Tensor | None = None,
+        skip_layer_strategy: SkipLayerStrategy | None = None,
+    ) -> torch.Tensor:
+        """Predict the velocity of every token.
+
+        tokens (B, N, C_in); positions (B, 3, N) float32 or ``rope`` = :meth:`rope` of them (exactly one of the two);
+        timesteps (B,), (B, 1) or (B, N) in [0, 1] (per-token: conditioning tokens carry their own noise level;
+        pass float32 or float64, they are scaled in the caller's precision like the reference);
+        context (B, L, caption_channels) text embeddings; context_mask (B, L) 1 = keep, 0 = padding, or None;
+        skip_layer_mask (num_layers, B) with ``skip_layer_strategy``: STG, see the class docstring.
+        Returns (B, N, C_out).
+        """
+        if (positions is None) == (rope is None):
+            raise ValueError("pass exactly one of `positions` and `rope`")
+        if (skip_layer_mask is None) != (skip_layer_strategy is None):
+            raise ValueError("`skip_layer_mask` and `skip_layer_strategy` go together")
+        b = tokens.shape[0]
+        x = self.patchify_proj(tokens)  # (B, N, D)
+        dtype, d = x.dtype, x.shape[-1]
+        if rope is None:
+            rope = self.rope(positions, dtype)
+
+        t = timesteps.flatten() * self.cfg.timestep_scale_multiplier  # (B*T',)
+        modulation, embedded = self.adaln_single(t, dtype)
+        modulation = modulation.view(b, -1, 6, d)  # (B, T', 6, D)
+        embedded = embedded.view(b, -1, 1, d)  # (B, T', 1, D)
+
+        context = self.caption_projection(context)  # (B, L, D)
+        context_bias = None
+        if context_mask is not None:
+            context_bias = ((1 - context_mask.to(dtype)) * _MASK_BIAS).view(
+                b, 1, 1, -1
+            )  # (B, 1, 1, L) over heads, queries
+
+        skips = None
+        if skip_layer_mask is not None:
+            if skip_layer_mask.shape != (len(self.transformer_blocks), b):
+                raise ValueError(f"skip_layer_mask is {tuple(skip_layer_mask.shape)}, expected (num_layers, {b})")
+            skips = skip_layer_mask.to(dtype).view(-1, b, 1, 1)  # (layers, B, 1, 1)
+
+        for i, block in enumerate(self.transformer_blocks):
+            skip = None if skips is None else skips[i]
+            x = block(x, context, modulation, rope, context_bias, skip, skip_layer_strategy)
+
+        shift, scale = (self.scale_shift_table + embedded).unbind(2)  # (B, T', D) each
+        x = F.layer_norm(x, (d,), eps=_OUT_NORM_EPS)
+        x = x * (1 + scale) + shift
+        return self.proj_out(x)  # (B, N, C_out)
