@@ -61,9 +61,10 @@ def test_reference_loader_reads_our_files_and_agrees(files: tuple[Path, Path]) -
     ours_t = m.transformer.state_dict()
     assert ours_t.keys() == ref_t.state_dict().keys()
     assert all(torch.equal(ours_t[k], v) for k, v in ref_t.state_dict().items())
-    ref_vsd = ref_v.state_dict()
+    # The reference keeps the statistics as `mean_of_means` / `std_of_means` buffers of its own.
+    ref_vsd = {k.replace("per_channel_statistics.", "").replace("-", "_"): v for k, v in ref_v.state_dict().items()}
     for k, v in m.vae.state_dict().items():
-        assert torch.equal(v, ref_vsd[k]), k
+        assert torch.equal(v, ref_vsd[k.replace("per_channel_statistics.", "").replace("-", "_")]), k
     z = torch.randn(1, TINY_UPSAMPLER.in_channels, 2, 3, 5)
     with torch.no_grad():
         assert torch.allclose(m.upsampler.upsample_raw(z), ref_u(z), atol=1e-5)

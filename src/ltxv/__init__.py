@@ -9,16 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["LoadError", "Models", "load_models"]
+__all__ = ["GenerationRequest", "LoadError", "Models", "load", "load_models"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ltxv.pipelines.generate import load_pipeline as load
+    from ltxv.pipelines.request import GenerationRequest
     from ltxv.weights.errors import LoadError
     from ltxv.weights.load import Models, load_models
 
 _LAZY = {
-    "load_models": "ltxv.weights.load",
-    "Models": "ltxv.weights.load",
-    "LoadError": "ltxv.weights.errors",
+    "load": ("ltxv.pipelines.generate", "load_pipeline"),
+    "GenerationRequest": ("ltxv.pipelines.request", "GenerationRequest"),
+    "load_models": ("ltxv.weights.load", "load_models"),
+    "Models": ("ltxv.weights.load", "Models"),
+    "LoadError": ("ltxv.weights.errors", "LoadError"),
 }
 
 
@@ -26,5 +30,6 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'ltxv' has no attribute {name!r}")

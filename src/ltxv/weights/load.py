@@ -123,7 +123,10 @@ def load_upsampler(
 ) -> LatentUpsampler:
     """Load a latent upsampler file (keys without prefix, its own config in the metadata). Raw latents in and out."""
     _check_dtype(dtype)
-    header = read_header(path)
+    return _load_upsampler(read_header(path), dtype, device)
+
+
+def _load_upsampler(header: SafetensorsHeader, dtype: torch.dtype, device: torch.device | str) -> LatentUpsampler:
     try:
         cfg = UpsamplerConfig.from_dict(parse_metadata_config(header.metadata))
     except ConfigError as e:
@@ -159,7 +162,7 @@ def load_models(
     vae = load_module(header, lambda: VideoVAE(cfg.vae), v_names, what="VAE", dtype=dtype, device=device)
     up = None
     if up_header is not None:
-        up = load_upsampler(up_header.path, dtype=dtype, device=device)
+        up = _load_upsampler(up_header, dtype, device)
         if up.cfg.in_channels != cfg.vae.latent_channels:
             raise LoadError(
                 f"{up_header.path}: upsampler has {up.cfg.in_channels} latent channels, the VAE {cfg.vae.latent_channels}"
