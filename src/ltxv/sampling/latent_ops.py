@@ -1,0 +1,50 @@
+"""Operations on whole latent videos (B, C, F, H, W): AdaIN after latent upsampling, and the decode stage's noise
+and tone mapping (study §4.8-4.10)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def adain(latents: torch.Tensor, reference: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
+    """Give each (sample, channel) of ``latents`` the mean and unbiased std of the same (sample, channel) of
+    ``reference``, then blend: ``lerp(latents, matched, factor)``. The shapes may differ past dim 1 (the multi-scale
+    recipe matches the upsampled latents to the low-resolution ones)."""
+    if latents.shape[:2] != reference.shape[:2]:
+        raise ValueError(f"adain: batch/channels differ, {tuple(latents.shape[:2])} vs {tuple(reference.shape[:2])}")
+    r_std, r_mean = torch.std_mean(reference.flatten(2), dim=2, keepdim=True)  # (B, C, 1)
+    x = latents.flatten(2)  # (B, C, M)
+    i_std, i_mean = torch.std_mean(x, dim=2, keepdim=True)
+    matched = ((x - i_mean) / i_std * r_std + r_mean).reshape(latents.shape)
+    return torch.lerp(latents, matched, factor)
+
+
+def tone_map(latents: torch.Tensor, compression: float) -> torch.Tensor:
+    """Softly compress large latent values: ``x (1 - 0.8 s sigmoid(4 s (|x| - 1)))`` with ``s = 0.75 compression``.
+
+    ``compression`` in [0, 1]; 0 is the identity (the 13B distilled second pass uses 0.6)."""
+    if not 0.0 <= compression <= 1.0:
+        raise ValueError(f"tone-map compression must be in [0, 1], got {compression}")
+    if compression == 0.0:
+        return latents
+    s = compression * 0.75
+    return latents * (1.0 - 0.8 * s * torch.sigmoid(4.0 * s * (latents.abs() - 1.0)))
+
+
+def decode_noise(
+    latents: torch.Tensor, scale: float | Sequence[float], generator: torch.Generator | None
+) -> torch.Tensor:
+    """Blend fresh Gaussian noise into the latents before a timestep-conditioned VAE decode:
+    ``x (1 - scale) + eps scale``, ``scale`` one value or one per batch element.
+
+    The reference draws ``eps`` with ``randn_like`` from the global RNG; ``generator`` stands in for it. The scale
+    becomes a float32 tensor first, as in the reference, so ``1 - scale`` rounds in float32."""
+    b = latents.shape[0]
+    scales = [float(scale)] * b if isinstance(scale, (int, float)) else [float(s) for s in scale]
+    if len(scales) != b:
+        raise ValueError(f"decode noise: {len(scales)} scales for a batch of {b}")
+    s = torch.tensor(scales, dtype=torch.float32, device=latents.device).reshape(b, *([1] * (latents.ndim - 1)))
+    eps = torch.randn(latents.shape, generator=generator, dtype=latents.dtype, device=latents.device)
+    return latents * (1 - s) + eps * s
