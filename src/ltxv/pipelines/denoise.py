@@ -1,0 +1,133 @@
+"""One denoising pass: the rectified-flow loop with per-token timesteps, batched guidance and conditioning tokens.
+
+Numerically this is the reference's ``LTXVideoPipeline.__call__`` loop (study §3.4, §4.3, §4.7). Differences, on
+purpose:
+- RoPE tables and the fractional positions are computed once per pass, not per step.
+- Guidance branches are laid out branch-major ``[uncond..., cond..., perturbed...]`` and the STG skip mask marks the
+  perturbed *branch* for every batch element. The reference marks ``ptb_index::num_conds`` (batch-major) over a
+  branch-major batch, which perturbs the wrong samples when the batch is larger than 1 (study §7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ltxv.conditioning.state import LatentState
+from ltxv.model.transformer import SkipLayerStrategy, Transformer
+from ltxv.pipelines.request import PassSettings
+from ltxv.sampling.guidance import active_branches, combine, guidance_at
+from ltxv.sampling.step import conditioned_update, euler_step, stochastic_step, token_timesteps
+
+StepCallback = Callable[[int, int, float], None]  # (step index, number of steps, t)
+
+
+@dataclass(frozen=True)
+class TextContext:
+    """Encoded prompts, (B, L, D) each, with their 0/1 masks (B, L)."""
+
+    positive: torch.Tensor
+    positive_mask: torch.Tensor
+    negative: torch.Tensor
+    negative_mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StepGuidance:
+    cfg: float
+    stg: float
+    rescale: float
+    blocks: tuple[int, ...]
+
+
+def per_step_guidance(settings: PassSettings, timesteps: list[float]) -> list[StepGuidance]:
+    """The guidance values of every step, resolved from scalars or ``guidance_timesteps``-indexed lists."""
+    out = []
+    for t in timesteps:
+        blocks = guidance_at(t, settings.guidance_timesteps, settings.skip_block_list, blocks=True)
+        out.append(
+            StepGuidance(
+                cfg=float(guidance_at(t, settings.guidance_timesteps, settings.guidance_scale)),
+                stg=float(guidance_at(t, settings.guidance_timesteps, settings.stg_scale)),
+                rescale=float(guidance_at(t, settings.guidance_timesteps, settings.rescaling_scale)),
+                blocks=tuple(blocks or ()),
+            )
+        )
+    return out
+
+
+def denoise(
+    transformer: Transformer,
+    state: LatentState,
+    text: TextContext,
+    timesteps: torch.Tensor,
+    settings: PassSettings,
+    *,
+    frame_rate: float,
+    stg_mode: str,
+    image_cond_noise_scale: float,
+    noise: torch.Generator,
+    aux: torch.Generator,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """Run the pass; return the final tokens (B, N, C), conditioning tokens included.
+
+    ``noise`` is the stream the reference draws from its ``generator`` (the per-step conditioning noise), ``aux`` the
+    one it draws from the global RNG (stochastic sampling)."""
+    latents = state.latents
+    b = latents.shape[0]
+    dtype = next(transformer.parameters()).dtype
+    steps = [float(t) for t in timesteps.tolist()]
+    guidance = per_step_guidance(settings, steps)
+    grid = torch.cat([timesteps.to(torch.float32), timesteps.new_zeros(1, dtype=torch.float32)])
+    positions = state.positions.to(torch.float32)
+    positions[:, 0] = positions[:, 0] * (1.0 / frame_rate)
+    cos, sin = transformer.rope(positions, dtype=dtype)  # (B, N, D), once per pass
+    strategy = SkipLayerStrategy(stg_mode)
+    texts = {"uncond": (text.negative, text.negative_mask), "cond": (text.positive, text.positive_mask)}
+    texts["perturbed"] = texts["cond"]
+    hard = None if state.strength is None else (state.strength > 1.0 - 1e-6).unsqueeze(-1)
+
+    for i, (t, g) in enumerate(zip(steps, guidance)):
+        t_ = timesteps[i].to(torch.float32)  # 0-d, so the arithmetic below rounds as the reference's does
+        branches = active_branches(g.cfg, g.stg)
+        n = len(branches)
+        if hard is not None and image_cond_noise_scale > 0.0:
+            eps = torch.randn(latents.shape, generator=noise, dtype=latents.dtype, device=latents.device)
+            latents = torch.where(hard, state.clean + image_cond_noise_scale * eps * (t_**2), latents)
+        t_tok = token_timesteps(t_.reshape(1, 1).expand(b, 1).to(latents.device), state.strength)  # (B, 1) or (B, N)
+        skip_mask = None
+        if "perturbed" in branches and g.blocks:
+            skip_mask = torch.ones(transformer.cfg.num_layers, n * b, dtype=dtype, device=latents.device)
+            skip_mask[list(g.blocks), (n - 1) * b :] = 0  # the perturbed branch is the last one, for every element
+        velocity = transformer(
+            torch.cat([latents] * n).to(dtype),
+            None,
+            torch.cat([t_tok] * n),
+            torch.cat([texts[k][0] for k in branches]).to(dtype),
+            torch.cat([texts[k][1] for k in branches]),
+            rope=(cos.repeat(n, 1, 1), sin.repeat(n, 1, 1)),
+            skip_layer_mask=skip_mask,
+            skip_layer_strategy=strategy if skip_mask is not None else None,
+        )
+        parts = dict(zip(branches, velocity.chunk(n)))
+        v = combine(
+            parts.get("uncond"),
+            parts.get("cond"),
+            parts.get("perturbed"),
+            cfg_scale=g.cfg,
+            stg_scale=g.stg,
+            rescale=g.rescale,
+            cfg_star=settings.cfg_star_rescale,
+        )
+        t_step = t_tok[:1]  # the reference steps every element with element 0's timesteps
+        if settings.stochastic_sampling:
+            stepped = stochastic_step(latents, v, t_step, grid, generator=aux)
+        else:
+            stepped = euler_step(latents, v, t_step, grid)
+        latents = conditioned_update(latents, stepped, t_, state.strength)
+        if callback is not None:
+            callback(i, len(steps), t)
+    return latents

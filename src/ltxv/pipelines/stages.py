@@ -1,0 +1,162 @@
+"""The stages every generation is made of: encode text, run one pass (initial latents, conditioning, denoise), decode.
+
+Seed parity with the reference (study §4.14): the reference draws from two streams, its ``generator`` (initial noise,
+appended-item noise, per-step conditioning noise) and the global RNG (VAE posterior samples, stochastic-sampling noise,
+decode noise). :class:`Streams` reproduces both with generators of our own; the global RNG is never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ltxv.conditioning.state import EncodedItem, build_state
+from ltxv.config import SchedulerConfig
+from ltxv.model.patchify import unpatchify
+from ltxv.model.transformer import Transformer
+from ltxv.model.vae import VideoVAE
+from ltxv.pipelines.denoise import StepCallback, TextContext, denoise
+from ltxv.pipelines.request import PassSettings, RequestError
+from ltxv.sampling.latent_ops import tone_map
+from ltxv.sampling.schedules import check_allowed, make_timesteps
+from ltxv.text.t5 import TextEncoder
+
+
+@dataclass
+class Streams:
+    noise: torch.Generator  # the reference's `generator`
+    aux: torch.Generator  # stands in for the reference's global RNG
+
+    @classmethod
+    def from_seed(cls, seed: int, device: torch.device | str = "cpu") -> Streams:
+        return cls(torch.Generator(device).manual_seed(seed), torch.Generator(device).manual_seed(seed))
+
+
+@dataclass(frozen=True)
+class PassMedia:
+    """Pixel media for one pass, all (1, 3, F, H, W) in [-1, 1], resized to the pass size when used."""
+
+    conditioning: tuple[tuple[torch.Tensor, int, float], ...] = ()  # (media, frame, strength)
+    source: torch.Tensor | None = None  # video-to-video input
+
+
+def encode_text(encoder: TextEncoder, prompt: str, negative_prompt: str) -> TextContext:
+    pos, pos_mask = encoder.encode([prompt])
+    neg, neg_mask = encoder.encode([negative_prompt])
+    return TextContext(pos, pos_mask, neg, neg_mask)
+
+
+def resize_frames(media: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear, no antialias, per frame: the reference's ``resize_tensor`` (and its final multi-scale resize)."""
+    if media.shape[-2:] == (height, width):
+        return media
+    b, c, f, h, w = media.shape
+    flat = media.transpose(1, 2).reshape(b * f, c, h, w)
+    flat = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
+    return flat.reshape(b, f, c, height, width).transpose(1, 2)
+
+
+def pass_timesteps(
+    scheduler: SchedulerConfig, settings: PassSettings, n_tokens: int, allowed: tuple[float, ...] | None
+) -> torch.Tensor:
+    ts = make_timesteps(
+        scheduler,
+        settings.num_inference_steps,
+        n_tokens,
+        timesteps=settings.timesteps,
+        skip_initial=settings.skip_initial_inference_steps,
+        skip_final=settings.skip_final_inference_steps,
+    )
+    if allowed is not None:
+        check_allowed(ts, allowed)
+    return ts
+
+
+def run_pass(
+    transformer: Transformer,
+    vae: VideoVAE,
+    text: TextContext,
+    settings: PassSettings,
+    timesteps: torch.Tensor,
+    *,
+    height: int,
+    width: int,
+    num_frames: int,
+    frame_rate: float,
+    media: PassMedia,
+    init_latents: torch.Tensor | None,
+    streams: Streams,
+    stg_mode: str,
+    image_cond_noise_scale: float,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
+    """One pass at (height, width); returns normalised latents (1, C, F', H', W') of the video (no appended tokens)."""
+    s, ts = vae.spatial_compression, vae.temporal_compression
+    f, h, w = (num_frames - 1) // ts + 1, height // s, width // s
+    c = transformer.cfg.in_channels
+    dtype = text.positive.dtype
+    t0 = timesteps[0]
+    if media.source is not None:
+        if init_latents is not None:
+            raise RequestError("a pass cannot start from both latents and a source video")
+        init_latents = vae.encode(resize_frames(media.source, height, width).to(vae_dtype(vae)), generator=streams.aux)
+    # The reference draws the noise in token layout (b, f*h*w, c), then rearranges.
+    noise = torch.randn((1, f * h * w, c), generator=streams.noise, dtype=dtype, device=text.positive.device)
+    latents = noise.transpose(1, 2).reshape(1, c, f, h, w)
+    if init_latents is not None:
+        if tuple(init_latents.shape) != (1, c, f, h, w):
+            raise RequestError(f"initial latents are {tuple(init_latents.shape)}, expected {(1, c, f, h, w)}")
+        latents = t0 * latents + (1 - t0) * init_latents.to(dtype)
+    items = [
+        EncodedItem(
+            vae.encode(resize_frames(m, height, width).to(vae_dtype(vae)), generator=streams.aux), frame, strength
+        )
+        for m, frame, strength in media.conditioning
+    ]
+    state = build_state(latents, items, generator=streams.noise, causal_fix=transformer.cfg.causal_temporal_positioning)
+    tokens = denoise(
+        transformer,
+        state,
+        text,
+        timesteps,
+        settings,
+        frame_rate=frame_rate,
+        stg_mode=stg_mode,
+        image_cond_noise_scale=image_cond_noise_scale,
+        noise=streams.noise,
+        aux=streams.aux,
+        callback=callback,
+    )
+    return unpatchify(tokens[:, state.num_prefix :], f, h, w)
+
+
+def vae_dtype(vae: VideoVAE) -> torch.dtype:
+    return next(vae.parameters()).dtype
+
+
+def decode(
+    vae: VideoVAE,
+    latents: torch.Tensor,
+    *,
+    decode_timestep: float,
+    decode_noise_scale: float | None,
+    tone_map_ratio: float,
+    streams: Streams,
+) -> torch.Tensor:
+    """Normalised latents -> video (B, 3, F, H, W) in [0, 1], with the reference's decode noise and tone mapping."""
+    timestep = None
+    if vae.cfg.timestep_conditioning:
+        scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
+        # The reference calls randn_like on its unpatchified latents, a (b, f, h, w, c)-strided view, and torch fills
+        # a non-contiguous tensor with its serial sampler in memory order. Fill an identically strided view.
+        b, c, f, h, w = latents.shape
+        eps = torch.empty((b, f, h, w, c), dtype=latents.dtype, device=latents.device).permute(0, 4, 1, 2, 3)
+        eps.normal_(generator=streams.aux)
+        scale_t = torch.tensor([scale], device=latents.device)[:, None, None, None, None]
+        latents = latents * (1 - scale_t) + eps * scale_t
+        timestep = torch.tensor([decode_timestep] * latents.shape[0], device=latents.device)
+    latents = tone_map(latents, tone_map_ratio)
+    video = vae.decode(latents.to(vae_dtype(vae)), timestep=timestep, generator=streams.aux)
+    return (video.float() / 2 + 0.5).clamp(0, 1)
