@@ -1,0 +1,447 @@
+"""The ``ltxv`` command: the reference CLI's flags and defaults (read from the reference's own source), its validation
+and output naming, the padding warning, clean one-line errors with no output; then, once the library is in place,
+every mode end to end on the tiny model with the mp4 read back."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import sys
+import types
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from ltxv import cli
+from ltxv.pipelines.presets import PRESETS
+from ltxv.pipelines.request import DEFAULT_NEGATIVE_PROMPT, ConditioningMedia, GenerationRequest
+from ltxv.weights.errors import LoadError
+
+# --- the reference CLI, read from its source (importing it needs torchvision, which is not a test dependency) --------
+
+
+def _reference_tree() -> ast.Module:
+    spec = importlib.util.find_spec("ltx_video")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the reference ltx_video package is not installed")
+    return ast.parse((Path(next(iter(spec.submodule_search_locations))) / "inference.py").read_text())
+
+
+def _reference_defaults() -> dict[str, Any]:
+    """InferenceConfig's fields and their literal defaults (None where there is none or it is computed)."""
+    cls = next(n for n in _reference_tree().body if isinstance(n, ast.ClassDef) and n.name == "InferenceConfig")
+    out: dict[str, Any] = {}
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(node.value, ast.Call):
+            kw = {k.arg: k.value for k in node.value.keywords}
+            out[node.target.id] = ast.literal_eval(kw["default"]) if "default" in kw else None
+    return out
+
+
+def _reference_unique_filename() -> Any:
+    names = ("convert_prompt_to_filename", "get_unique_filename")
+    nodes = [n for n in _reference_tree().body if isinstance(n, ast.FunctionDef) and n.name in names]
+    namespace: dict[str, Any] = {"os": os, "Path": Path}
+    exec(compile(ast.Module(body=nodes, type_ignores=[]), "ltx_video/inference.py", "exec"), namespace)
+    return namespace["get_unique_filename"]
+
+
+# A value for every reference flag, unlike its default.
+_SAMPLES = {
+    "prompt": ["p"],
+    "output_path": ["o"],
+    "pipeline_config": ["c.yaml"],
+    "seed": ["5"],
+    "height": ["64"],
+    "width": ["96"],
+    "num_frames": ["9"],
+    "frame_rate": ["24"],
+    "offload_to_cpu": [],
+    "negative_prompt": ["n"],
+    "input_media_path": ["m.mp4"],
+    "image_cond_noise_scale": ["0.5"],
+    "conditioning_media_paths": ["a.png", "b.png"],
+    "conditioning_strengths": ["0.5"],
+    "conditioning_start_frames": ["3"],
+}
+
+
+def test_every_reference_flag_in_both_spellings_with_the_reference_default() -> None:
+    ref = _reference_defaults()
+    assert set(ref) == set(_SAMPLES)
+    parser = cli.build_parser()
+    ours = vars(parser.parse_args(["generate", "--prompt", "x"]))
+    for name, default in ref.items():
+        if name not in ("prompt", "output_path", "pipeline_config"):  # required / computed / a file the reference lacks
+            assert ours[name] == default, name
+        for spelling in {f"--{name}", f"--{name.replace('_', '-')}"}:
+            parsed = vars(parser.parse_args(["generate", "--prompt", "x", spelling, *_SAMPLES[name]]))
+            assert parsed[name] != ours[name] and parsed[name] not in (None, False), spelling
+            assert {k: v for k, v in parsed.items() if k != name} == {k: v for k, v in ours.items() if k != name}
+    assert ours["negative_prompt"] == DEFAULT_NEGATIVE_PROMPT == ref["negative_prompt"]
+    assert (ours["height"], ours["width"], ours["num_frames"], ours["frame_rate"], ours["seed"]) == (
+        704,
+        1216,
+        121,
+        30,
+        171198,
+    )
+    assert ours["image_cond_noise_scale"] == 0.15
+
+
+@pytest.mark.parametrize(
+    ("prompt", "num_frames"),
+    [
+        ("A cat, playing the piano!! In 4K; very-detailed.", 121),
+        ("Supercalifragilisticexpialidocious words everywhere", 121),
+        ("   ", 33),
+        ("Ünïcödé façade, naïve café", 1),
+        ("a b c d e f g h i j k l m n o p q r s t u v w x y z aa bb cc dd ee", 9),
+    ],
+)
+def test_output_names_match_the_reference(tmp_path: Path, prompt: str, num_frames: int) -> None:
+    reference = _reference_unique_filename()
+    request = GenerationRequest(prompt, height=480, width=704, num_frames=num_frames, seed=42)
+    base, ext = ("image_output_0", ".png") if num_frames == 1 else ("video_output_0", ".mp4")
+    expected = reference(base, ext, prompt=prompt, seed=42, resolution=(480, 704, num_frames), dir=tmp_path)
+    assert cli.output_file(tmp_path, request) == expected
+    expected.write_bytes(b"")  # taken: both move on to _1
+    assert cli.output_file(tmp_path, request) == reference(
+        base, ext, prompt=prompt, seed=42, resolution=(480, 704, num_frames), dir=tmp_path
+    )
+    assert cli.output_file(tmp_path, request).name.endswith(f"_1{ext}")
+
+
+# --- the command against a stand-in library: what reaches load_pipeline / generate / save_output ---------------------
+
+
+class FakePipeline:
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs, self.requests = kwargs, []
+
+    def generate(self, request: GenerationRequest, *, callback: Any = None) -> Any:
+        self.requests.append(request)
+        for n in (3, 2):  # two passes
+            for i in range(n):
+                callback(i, n, 1.0 - i / n)
+        video = torch.zeros(1).expand(request.num_frames, request.height, request.width, 3)  # no memory
+        return types.SimpleNamespace(video=video, latents=torch.zeros(1, 16, 1, 1, 1))
+
+
+@pytest.fixture
+def fake_library(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
+    log = types.SimpleNamespace(pipelines=[], saved=[], pngs=[])
+
+    def load_pipeline(checkpoint: Any, **kwargs: Any) -> FakePipeline:
+        log.pipelines.append(FakePipeline(checkpoint=checkpoint, **kwargs))
+        return log.pipelines[-1]
+
+    def save_output(path: Any, video: torch.Tensor, latents: torch.Tensor, **kwargs: Any) -> None:
+        log.saved.append((Path(path), video, kwargs))
+        Path(path).write_bytes(b"")
+
+    def write_png(path: Any, image: torch.Tensor) -> None:
+        log.pngs.append((Path(path), image))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(b"")
+
+    generate = types.ModuleType("ltxv.pipelines.generate")
+    generate.load_pipeline = load_pipeline  # type: ignore[attr-defined]
+    video = types.ModuleType("ltxv.io.video")
+    video.save_output, video.write_png = save_output, write_png  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ltxv.pipelines.generate", generate)
+    monkeypatch.setitem(sys.modules, "ltxv.io.video", video)
+    return log
+
+
+def _media(tmp_path: Path, *names: str) -> list[str]:
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    return [str(tmp_path / n) for n in names]
+
+
+def test_generate_builds_the_request_and_writes_where_the_reference_would(
+    tmp_path: Path, fake_library: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = _media(tmp_path, "a.png", "b.mp4")
+    out = tmp_path / "out"
+    argv = ["generate", "--prompt", "A cat playing piano", "--num_frames", "33", "--height", "480", "--width", "704"]
+    argv += ["--conditioning-media-paths", a, b, "--conditioning_start_frames", "0", "16", "--seed", "7"]
+    argv += ["--conditioning-strengths", "0.5", "1", "--output-path", str(out), "--preset", "ltxv-13b-0.9.8-dev"]
+    argv += ["--device", "cpu", "--image-cond-noise-scale", "0.3", "--frame-rate", "24", "--negative_prompt", "ugly"]
+    assert cli.main(argv) == 0
+    (pipe,) = fake_library.pipelines
+    assert pipe.kwargs == {
+        "checkpoint": "ltxv-13b-0.9.8-dev.safetensors",
+        "upsampler": "ltxv-spatial-upscaler-0.9.8.safetensors",
+        "text_encoder": "PixArt-alpha/PixArt-XL-2-1024-MS",
+        "dtype": torch.float32,
+        "device": "cpu",
+    }
+    expected = GenerationRequest(
+        "A cat playing piano",
+        negative_prompt="ugly",
+        height=480,
+        width=704,
+        num_frames=33,
+        frame_rate=24.0,
+        seed=7,
+        conditioning=(ConditioningMedia(a, 0, 0.5), ConditioningMedia(b, 16, 1.0)),
+        image_cond_noise_scale=0.3,
+        recipe=PRESETS["ltxv-13b-0.9.8-dev"],
+    )
+    assert pipe.requests == [expected]
+    ((path, video, kwargs),) = fake_library.saved
+    assert path == out / "video_output_0_a-cat-playing-piano_7_480x704x33_0.mp4"
+    assert video.shape == (33, 480, 704, 3) and kwargs == {"fps": 24.0}
+    captured = capsys.readouterr()
+    assert f"wrote {path}" in captured.out
+    assert "3/3" in captured.err and "2/2" in captured.err  # one progress bar per pass
+
+
+def test_generate_overrides_and_video_to_video(tmp_path: Path, fake_library: Any) -> None:
+    (src,) = _media(tmp_path, "src.mp4")
+    config = tmp_path / "mine.yaml"
+    config.write_text("pipeline_type: base\nnum_inference_steps: 4\nguidance_scale: 3\nprecision: float32\n")
+    argv = ["generate", "--prompt", "p", "--pipeline_config", str(config), "--input_media_path", src]
+    argv += ["--denoise-strength", "0.6", "--no-media-preprocess", "--checkpoint", "c.safetensors", "--dtype"]
+    argv += ["bfloat16", "--text-encoder", "t5dir", "--upsampler", "u.safetensors", "--out", str(tmp_path / "v.mp4")]
+    assert cli.main([*argv, "--device", "cpu"]) == 0
+    (pipe,) = fake_library.pipelines
+    assert pipe.kwargs == {
+        "checkpoint": "c.safetensors",
+        "upsampler": "u.safetensors",
+        "text_encoder": "t5dir",
+        "dtype": torch.bfloat16,
+        "device": "cpu",
+    }
+    (request,) = pipe.requests
+    assert (request.input_media, request.denoise_strength, request.media_preprocess) == (src, 0.6, False)
+    assert request.recipe.first_pass.num_inference_steps == 4 and request.recipe.first_pass.guidance_scale == 3.0
+    assert request.conditioning == ()
+    assert fake_library.saved[0][0] == tmp_path / "v.mp4"
+
+
+def test_one_frame_and_safetensors_outputs(tmp_path: Path, fake_library: Any) -> None:
+    base = ["generate", "--prompt", "still life", "--device", "cpu", "--height", "64", "--width", "96"]
+    assert cli.main([*base, "--num-frames", "1", "--output-path", str(tmp_path)]) == 0
+    assert fake_library.saved[-1][0] == tmp_path / "image_output_0_still-life_171198_64x96x1_0.png"
+    assert cli.main([*base, "--num-frames", "1", "--out", str(tmp_path / "x.png")]) == 0
+    assert cli.main([*base, "--num-frames", "9", "--out", str(tmp_path / "deep" / "x.safetensors")]) == 0
+    assert fake_library.saved[-1][0] == tmp_path / "deep" / "x.safetensors"
+
+
+def test_padding_warning_names_the_padded_size(
+    tmp_path: Path, fake_library: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = ["generate", "--prompt", "p", "--device", "cpu", "--output-path", str(tmp_path)]
+    assert cli.main([*base, "--height", "700", "--width", "1200", "--num-frames", "120"]) == 0
+    assert "Padded dimensions: 704x1216x121" in caplog.text
+    assert fake_library.pipelines[-1].requests[-1].num_frames == 120  # the request keeps the asked size
+    caplog.clear()
+    assert cli.main([*base, "--height", "704", "--width", "1216", "--num-frames", "121"]) == 0
+    assert "Padded" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--conditioning-start-frames", "0"],
+            "--conditioning-media-paths and --conditioning-start-frames go together",
+        ),
+        (
+            ["--conditioning-media-paths", "@a"],
+            "--conditioning-media-paths and --conditioning-start-frames go together",
+        ),
+        (["--conditioning-strengths", "0.5"], "got 0 media paths, 0 start frames, 1 strengths"),
+        (["--conditioning-media-paths", "@a", "@b", "--conditioning-start-frames", "0"], "same length, got 2 media"),
+        (
+            [
+                "--conditioning-media-paths",
+                "@a",
+                "--conditioning-start-frames",
+                "0",
+                "--conditioning-strengths",
+                "1",
+                "1",
+            ],
+            "got 1 media paths, 1 start frames, 2 strengths",
+        ),
+        (
+            ["--conditioning-media-paths", "@a", "--conditioning-start-frames", "0", "--conditioning-strengths", "1.5"],
+            "strength must be in [0, 1], got 1.5",
+        ),
+        (["--conditioning-media-paths", "@a", "--conditioning-start-frames", "121"], "start frame 121 is outside"),
+        (
+            ["--conditioning-media-paths", "nope.png", "--conditioning-start-frames", "0"],
+            "no such media file: nope.png",
+        ),
+        (["--input-media-path", "gone.mp4"], "no such media file: gone.mp4"),
+        (["--denoise-strength", "0.5"], "denoise_strength is for video-to-video"),
+        (["--height", "0"], "height must be a positive integer"),
+        (["--out", "x.gif"], "--out must end in .mp4, .safetensors, or .png"),
+        (["--out", "x.png"], "--out must end in .mp4, .safetensors, or .png for one frame"),
+        (["--preset", "ltxv-7b"], "ltxv-7b is neither a pipeline config file nor a preset"),
+        (["--pipeline-config", "configs/missing.yaml"], "configs/missing.yaml is neither a pipeline config file"),
+        (["--pipeline-config", "@bad.yaml"], "unknown pipeline config key(s): num_inferense_steps"),
+    ],
+)
+def test_bad_input_is_one_clean_line_and_no_output(
+    tmp_path: Path, fake_library: Any, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    _media(tmp_path, "a", "b")
+    (tmp_path / "bad.yaml").write_text("num_inferense_steps: 8\n")
+    extra = [str(tmp_path / e[1:]) if e.startswith("@") else e for e in extra]
+    out = tmp_path / "out"
+    assert cli.main(["generate", "--prompt", "p", "--output-path", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ltxv: error: ") and message in err and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert fake_library.pipelines == [] and fake_library.saved == [] and not out.exists()
+
+
+def test_argparse_errors_exit_2(fake_library: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ["generate"],
+        ["generate", "--prompt", "p", "--preset", "ltxv-2b-0.9.8-distilled", "--pipeline-config", "x.yaml"],
+        ["generate", "--prompt", "p", "--height", "tall"],
+        ["generate", "--prompt", "p", "--dtype", "float16"],
+    ):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2
+    assert fake_library.pipelines == []
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_load_errors_are_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, fake_library: Any) -> None:
+    def fail(checkpoint: Any, **kwargs: Any) -> None:
+        raise LoadError(f"{checkpoint} is not in the local Hugging Face cache and could not be downloaded")
+
+    monkeypatch.setattr(sys.modules["ltxv.pipelines.generate"], "load_pipeline", fail)
+    assert cli.main(["generate", "--prompt", "p", "--device", "cpu", "--output-path", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == (
+        "ltxv: error: ltxv-2b-0.9.8-distilled.safetensors is not in the local Hugging Face cache and could not be "
+        "downloaded\n"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_progress_without_tqdm(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import fails
+    step = cli.progress()
+    for i in range(3):
+        step(i, 3, 1.0 - i / 3)
+    assert capsys.readouterr().err == "\rstep 1/3 t=1.0000\rstep 2/3 t=0.6667\rstep 3/3 t=0.3333\n"
+
+
+def test_demo_with_given_weights(tmp_path: Path, fake_library: Any) -> None:
+    argv = ["demo", "--out-dir", str(tmp_path), "--checkpoint", "ltxv-2b-0.9.8-distilled", "--device", "cpu"]
+    assert cli.main(argv) == 0
+    (pipe,) = fake_library.pipelines
+    assert pipe.kwargs["checkpoint"] == "ltxv-2b-0.9.8-distilled"
+    assert pipe.kwargs["upsampler"] == "ltxv-spatial-upscaler-0.9.8.safetensors"
+    t2v, i2v = pipe.requests
+    assert (t2v.height, t2v.width, t2v.num_frames, t2v.conditioning) == (480, 704, 97, ())
+    ((png, image),) = fake_library.pngs
+    assert i2v == replace(t2v, prompt=i2v.prompt, conditioning=(ConditioningMedia(str(png)),))
+    assert image.shape == (480, 704, 3) and image.min() == 0 and image.max() == 1
+    assert [p for p, _, _ in fake_library.saved] == [tmp_path / "t2v.mp4", tmp_path / "i2v.mp4"]
+
+
+# --- end to end on the tiny model (needs the generation API, the video writer and the tiny text encoder) ------------
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    pytest.importorskip("ltxv.pipelines.generate")
+    pytest.importorskip("ltxv.io.video")
+    pytest.importorskip("ltxv.testing.text")
+    from ltxv.testing.checkpoints import CHECKPOINT_NAME, TEXT_ENCODER_DIR, UPSAMPLER_NAME
+
+    folder = tmp_path_factory.mktemp("tiny")
+    assert cli.main(["make-tiny", str(folder), "--seed", "3"]) == 0
+    return types.SimpleNamespace(
+        checkpoint=folder / CHECKPOINT_NAME, upsampler=folder / UPSAMPLER_NAME, text_encoder=folder / TEXT_ENCODER_DIR
+    )
+
+
+def _kit_flags(kit: Any) -> list[str]:
+    models = ["--checkpoint", str(kit.checkpoint), "--upsampler", str(kit.upsampler)]
+    return [*models, "--text-encoder", str(kit.text_encoder), "--device", "cpu", "--dtype", "float32"]
+
+
+def _read_mp4(path: Path) -> tuple[int, int, int, float]:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        return len(frames), frames[0].height, frames[0].width, float(stream.average_rate)
+
+
+def _image(path: Path, h: int, w: int) -> str:
+    from ltxv.io.video import write_png
+
+    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    write_png(path, torch.stack([x, y, 1 - x], dim=-1))
+    return str(path)
+
+
+@pytest.mark.parametrize("mode", ["t2v", "i2v", "keyframes", "v2v", "unpadded", "base"])
+def test_end_to_end_modes_write_playable_mp4(tmp_path: Path, kit: Any, mode: str) -> None:
+    h, w, f = (50, 70, 10) if mode == "unpadded" else (64, 96, 17)
+    head = ["generate", "--prompt", "a tiny test", "--height", str(h), "--width", str(w), "--num-frames", str(f)]
+    head += ["--frame-rate", "24", *_kit_flags(kit)]
+    img, extra = _image(tmp_path / "cond.png", 64, 96), []
+    if mode == "i2v":
+        extra = ["--conditioning-media-paths", img, "--conditioning-start-frames", "0"]
+    elif mode == "keyframes":
+        extra = ["--conditioning-media-paths", img, img, "--conditioning-start-frames", "0", "16"]
+        extra += ["--conditioning-strengths", "1", "0.8"]
+    elif mode == "v2v":
+        assert cli.main([*head, "--out", str(tmp_path / "src.mp4")]) == 0
+        extra = ["--input-media-path", str(tmp_path / "src.mp4"), "--denoise-strength", "0.8"]
+    elif mode == "base":
+        extra = ["--preset", "ltxv-2b-0.9.6-distilled"]
+    assert cli.main([*head, *extra, "--out", str(tmp_path / "out.mp4")]) == 0
+    assert _read_mp4(tmp_path / "out.mp4") == (f, h, w, 24.0)
+
+
+def test_end_to_end_safetensors_equals_the_api(tmp_path: Path, kit: Any) -> None:
+    from safetensors.torch import load_file
+
+    from ltxv.pipelines.generate import load_pipeline
+
+    out = tmp_path / "out.safetensors"
+    argv = ["generate", "--prompt", "a tiny test", "--height", "64", "--width", "96", "--num-frames", "9"]
+    assert cli.main([*argv, "--seed", "5", "--out", str(out), *_kit_flags(kit)]) == 0
+    pipe = load_pipeline(kit.checkpoint, upsampler=kit.upsampler, text_encoder=kit.text_encoder)
+    request = GenerationRequest(
+        "a tiny test", height=64, width=96, num_frames=9, seed=5, recipe=PRESETS[cli.DEFAULT_PRESET]
+    )
+    result = pipe.generate(request)
+    stored = load_file(str(out))
+    torch.testing.assert_close(stored["video"], result.video, rtol=0, atol=0)
+    torch.testing.assert_close(stored["latents"], result.latents, rtol=0, atol=0)
+
+
+def test_end_to_end_bad_input_leaves_no_file(tmp_path: Path, kit: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    img = _image(tmp_path / "cond.png", 64, 96)
+    argv = ["generate", "--prompt", "p", "--height", "64", "--width", "96", "--num-frames", "17"]
+    argv += ["--conditioning-media-paths", img, "--conditioning-start-frames", "0", "--conditioning-strengths", "2"]
+    assert cli.main([*argv, "--out", str(tmp_path / "x.mp4"), *_kit_flags(kit)]) == 2
+    assert "strength must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_end_to_end_demo(tmp_path: Path, kit: Any) -> None:
+    assert cli.main(["demo", "--out-dir", str(tmp_path), "--device", "cpu"]) == 0
+    for name in ("t2v", "i2v"):
+        assert _read_mp4(tmp_path / f"{name}.mp4") == (17, 64, 96, 30.0)
+    assert (tmp_path / "tiny-model").is_dir() and (tmp_path / "i2v-input.png").is_file()
