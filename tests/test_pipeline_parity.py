@@ -27,17 +27,17 @@ LQ8 = (1.0, 0.9937, 0.9875, 0.9812, 0.975, 0.9094, 0.725)
 
 
 @pytest.fixture(scope="module")
-def kit(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def kit(tmp_path_factory: pytest.TempPathFactory):
     return write_tiny_kit(tmp_path_factory.mktemp("tiny"), seed=0)
 
 
 @pytest.fixture(scope="module")
-def ours(kit) -> Pipeline:  # noqa: ANN001
+def ours(kit) -> Pipeline:
     return load_pipeline(kit.checkpoint, upsampler=kit.upsampler, text_encoder=kit.text_encoder)
 
 
 @pytest.fixture(scope="module")
-def reference(kit):  # noqa: ANN001, ANN201
+def reference(kit):
     from ltx_video.models.autoencoders.causal_video_autoencoder import CausalVideoAutoencoder
     from ltx_video.models.autoencoders.latent_upsampler import LatentUpsampler
     from ltx_video.models.transformers.symmetric_patchifier import SymmetricPatchifier
@@ -86,7 +86,7 @@ def _pass_kwargs(p: PassSettings) -> dict[str, Any]:
     return kw
 
 
-def _run_reference(reference, req: GenerationRequest) -> torch.Tensor:  # noqa: ANN001
+def _run_reference(reference, req: GenerationRequest) -> torch.Tensor:
     from ltx_video.utils.skip_layer_strategy import SkipLayerStrategy
 
     pipe, up = reference
@@ -134,7 +134,7 @@ def _run_reference(reference, req: GenerationRequest) -> torch.Tensor:  # noqa: 
     return video[0].permute(1, 2, 3, 0)  # (F, H, W, 3)
 
 
-def _compare(ours: Pipeline, reference, req: GenerationRequest) -> float:  # noqa: ANN001
+def _compare(ours: Pipeline, reference, req: GenerationRequest) -> float:
     state = torch.random.get_rng_state()
     got = ours.generate(req).video
     assert torch.equal(state, torch.random.get_rng_state()), "ltxv must not touch the global RNG"
@@ -186,43 +186,43 @@ def _image(seed: int, h: int = 64, w: int = 96, frames: int = 1) -> torch.Tensor
     return (torch.rand(3, frames, h, w, generator=g) * 2 - 1).clamp(-1, 1)
 
 
-def test_t2v_dev_recipe_cfg_stg_per_step_lists(ours, reference) -> None:  # noqa: ANN001
+def test_t2v_dev_recipe_cfg_stg_per_step_lists(ours, reference) -> None:
     _compare(ours, reference, _req(recipe=Recipe(first_pass=DEV, decode_timestep=0.05, decode_noise_scale=0.025)))
 
 
 @pytest.mark.parametrize("mode", ["attention_skip", "transformer_block"])
-def test_t2v_stg_modes(ours, reference, mode: str) -> None:  # noqa: ANN001
+def test_t2v_stg_modes(ours, reference, mode: str) -> None:
     _compare(ours, reference, _req(recipe=dataclasses.replace(BASE, stg_mode=mode)))
 
 
-def test_i2v(ours, reference) -> None:  # noqa: ANN001
+def test_i2v(ours, reference) -> None:
     _compare(ours, reference, _req(conditioning=(ConditioningMedia(_image(1), 0, 1.0),)))
 
 
-def test_two_keyframes_soft_strengths(ours, reference) -> None:  # noqa: ANN001
+def test_two_keyframes_soft_strengths(ours, reference) -> None:
     items = (ConditioningMedia(_image(1), 0, 0.8), ConditioningMedia(_image(2), 16, 0.6))
     _compare(ours, reference, _req(num_frames=25, conditioning=items))
 
 
-def test_forward_extension(ours, reference) -> None:  # noqa: ANN001
+def test_forward_extension(ours, reference) -> None:
     _compare(ours, reference, _req(num_frames=25, conditioning=(ConditioningMedia(_image(3, frames=9), 0, 1.0),)))
 
 
-def test_backward_extension(ours, reference) -> None:  # noqa: ANN001
+def test_backward_extension(ours, reference) -> None:
     _compare(ours, reference, _req(num_frames=25, conditioning=(ConditioningMedia(_image(4, frames=9), 16, 1.0),)))
 
 
-def test_v2v(ours, reference) -> None:  # noqa: ANN001
+def test_v2v(ours, reference) -> None:
     recipe = dataclasses.replace(BASE, first_pass=dataclasses.replace(BASE.first_pass, skip_initial_inference_steps=1))
     _compare(ours, reference, _req(input_media=_image(5, frames=17), recipe=recipe))
 
 
-def test_stochastic_sampling(ours, reference) -> None:  # noqa: ANN001
+def test_stochastic_sampling(ours, reference) -> None:
     recipe = dataclasses.replace(BASE, first_pass=dataclasses.replace(BASE.first_pass, stochastic_sampling=True))
     _compare(ours, reference, _req(recipe=recipe, conditioning=(ConditioningMedia(_image(6), 0, 1.0),)))
 
 
-def test_distilled_multiscale(ours, reference) -> None:  # noqa: ANN001
+def test_distilled_multiscale(ours, reference) -> None:
     recipe = Recipe(
         pipeline_type="multi-scale",
         first_pass=PassSettings(timesteps=LQ8),
@@ -234,7 +234,7 @@ def test_distilled_multiscale(ours, reference) -> None:  # noqa: ANN001
     _compare(ours, reference, req)
 
 
-def test_padding_and_crop_of_odd_sizes(ours, reference, tmp_path: Path) -> None:  # noqa: ANN001
+def test_padding_and_crop_of_odd_sizes(ours, reference, tmp_path: Path) -> None:
     """A 50x90x12 request runs at 64x96x17 and is cropped back, as the reference CLI does."""
     req = _req(height=50, width=90, num_frames=12)
     got = ours.generate(req).video
