@@ -241,3 +241,32 @@ def test_padding_and_crop_of_odd_sizes(ours, reference, tmp_path: Path) -> None:
     assert got.shape == (12, 50, 90, 3)
     full = ours.generate(dataclasses.replace(req, height=64, width=96, num_frames=17)).video
     assert torch.equal(got, full[:12, 7:57, 3:93])
+
+
+def test_v2v_under_multiscale_is_fixed(ours, reference) -> None:
+    """The reference cannot run V2V with a multi-scale recipe (pass 1 starts at t = 1 and asserts, study §4.6);
+    ltxv encodes the source at the pass-1 size and starts pass 1 from it (``denoise_strength`` picks the start)."""
+    recipe = Recipe(
+        pipeline_type="multi-scale",
+        first_pass=PassSettings(timesteps=LQ8),
+        second_pass=PassSettings(timesteps=(0.9094, 0.725, 0.4219)),
+    )
+    src = _image(9, 128, 192, frames=17)
+    req = _req(height=128, width=192, recipe=recipe, input_media=src, denoise_strength=0.95)
+    with pytest.raises(AssertionError):
+        _run_reference(reference, dataclasses.replace(req, denoise_strength=None))
+    got = ours.generate(req).video
+    other_src = ours.generate(dataclasses.replace(req, input_media=_image(10, 128, 192, frames=17))).video
+    t2v = ours.generate(dataclasses.replace(req, input_media=None, denoise_strength=None)).video
+    assert got.shape == (17, 128, 192, 3)
+    assert (got - other_src).abs().max() > 1e-3 and (got - t2v).abs().max() > 1e-3  # the source is used
+
+
+def test_allowed_inference_steps_are_enforced(tmp_path: Path) -> None:
+    allowed = (1.0, 0.9937, 0.9875, 0.9812, 0.975, 0.9094, 0.725, 0.4219)
+    kit = write_tiny_kit(tmp_path, allowed_inference_steps=allowed)
+    pipe = load_pipeline(kit.checkpoint, text_encoder=kit.text_encoder)
+    ok = _req(recipe=Recipe(first_pass=PassSettings(timesteps=LQ8)))
+    assert pipe.generate(ok).video.shape == (17, 64, 96, 3)
+    with pytest.raises(ValueError, match="not allowed by this checkpoint"):
+        pipe.generate(_req(recipe=Recipe(first_pass=PassSettings(num_inference_steps=5))))
