@@ -450,13 +450,14 @@ TRANSFORMER_13B = TransformerConfig(
 )
 
 
-def _blocks(*raw: Any) -> tuple[VAEBlock, ...]:
+def vae_blocks(*raw: Any) -> tuple[VAEBlock, ...]:
+    """Blocks from the metadata DSL, ``[name, params]`` pairs."""
     return tuple(VAEBlock.from_raw(b) for b in raw)
 
 
 # The VAE of 0.9.5 .. 0.9.8 (reference study §2.4).
 VAE_0_9_5 = VAEConfig(
-    encoder_blocks=_blocks(
+    encoder_blocks=vae_blocks(
         ["res_x", {"num_layers": 4}],
         ["compress_space_res", {"multiplier": 2}],
         ["res_x", {"num_layers": 6}],
@@ -467,7 +468,7 @@ VAE_0_9_5 = VAEConfig(
         ["compress_all_res", {"multiplier": 2}],
         ["res_x", {"num_layers": 2}],
     ),
-    decoder_blocks=_blocks(
+    decoder_blocks=vae_blocks(
         ["res_x", {"num_layers": 5, "inject_noise": False}],
         ["compress_all", {"residual": True, "multiplier": 2}],
         ["res_x", {"num_layers": 5, "inject_noise": False}],

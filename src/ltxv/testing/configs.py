@@ -3,7 +3,7 @@ on a CPU in milliseconds. The key names and shapes they produce come from the sa
 
 from __future__ import annotations
 
-from ltxv.config import TransformerConfig, UpsamplerConfig, VAEBlock, VAEConfig
+from ltxv.config import TransformerConfig, UpsamplerConfig, VAEConfig, vae_blocks
 
 # T5 stand-in width: the tiny text encoder's d_model, hence the transformer's caption_channels.
 TINY_CAPTION_CHANNELS = 32
@@ -34,14 +34,10 @@ TINY_13B = TransformerConfig(
 )
 
 
-def _blocks(*raw: object) -> tuple[VAEBlock, ...]:
-    return tuple(VAEBlock.from_raw(b) for b in raw)
-
-
 # The 0.9.5+ VAE layout (space, time, all, all compression; residual depth-to-space decoder; timestep conditioning),
 # narrow and shallow.
 TINY_VAE = VAEConfig(
-    encoder_blocks=_blocks(
+    encoder_blocks=vae_blocks(
         ["res_x", {"num_layers": 1}],
         ["compress_space_res", {"multiplier": 2}],
         ["res_x", {"num_layers": 1}],
@@ -50,7 +46,7 @@ TINY_VAE = VAEConfig(
         ["compress_all_res", {"multiplier": 2}],
         ["res_x", {"num_layers": 1}],
     ),
-    decoder_blocks=_blocks(
+    decoder_blocks=vae_blocks(
         ["res_x", {"num_layers": 1, "inject_noise": False}],
         ["compress_all", {"residual": True, "multiplier": 2}],
         ["res_x", {"num_layers": 1, "inject_noise": False}],
