@@ -181,6 +181,7 @@ def test_generate_builds_the_request_and_writes_where_the_reference_would(
         "text_encoder": "PixArt-alpha/PixArt-XL-2-1024-MS",
         "dtype": torch.float32,
         "device": "cpu",
+        "offload_text_encoder": False,
     }
     expected = GenerationRequest(
         "A cat playing piano",
@@ -210,7 +211,7 @@ def test_generate_overrides_and_video_to_video(tmp_path: Path, fake_library: Any
     argv = ["generate", "--prompt", "p", "--pipeline_config", str(config), "--input_media_path", src]
     argv += ["--denoise-strength", "0.6", "--no-media-preprocess", "--checkpoint", "c.safetensors", "--dtype"]
     argv += ["bfloat16", "--text-encoder", "t5dir", "--upsampler", "u.safetensors", "--out", str(tmp_path / "v.mp4")]
-    assert cli.main([*argv, "--device", "cpu"]) == 0
+    assert cli.main([*argv, "--device", "cpu", "--offload-to-cpu"]) == 0
     (pipe,) = fake_library.pipelines
     assert pipe.kwargs == {
         "checkpoint": "c.safetensors",
@@ -218,6 +219,7 @@ def test_generate_overrides_and_video_to_video(tmp_path: Path, fake_library: Any
         "text_encoder": "t5dir",
         "dtype": torch.bfloat16,
         "device": "cpu",
+        "offload_text_encoder": True,
     }
     (request,) = pipe.requests
     assert (request.input_media, request.denoise_strength, request.media_preprocess) == (src, 0.6, False)

@@ -38,7 +38,7 @@ _FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("conditioning-strengths", {"nargs": "+", "type": float, "help": "each in [0, 1] (default 1.0 each)"}),
     ("denoise-strength", {"type": float, "help": "video-to-video: start denoising at this noise level"}),
     ("no-media-preprocess", {"action": "store_true", "help": "skip the blur + H.264 round trip on input media"}),
-    ("offload-to-cpu", {"action": "store_true", "help": "accepted for compatibility; not implemented"}),
+    ("offload-to-cpu", {"action": "store_true", "help": "keep the text encoder on the CPU except while it encodes"}),
     ("output-path", {"help": "output folder (default outputs/<date>), files named like the reference's"}),
     ("out", {"help": "output file instead: .mp4, .png (one frame) or .safetensors (video and latents)"}),
 )
@@ -112,7 +112,8 @@ def output_file(folder: Path, r: GenerationRequest) -> Path:
 def load(a: argparse.Namespace, recipe: Recipe) -> Pipeline:
     from ltxv.pipelines.generate import load_pipeline
 
-    return load_pipeline(**pipeline_args(recipe, **{k: getattr(a, k) for k in (*_MODELS, "dtype", "device")}))
+    args = pipeline_args(recipe, **{k: getattr(a, k) for k in (*_MODELS, "dtype", "device")})
+    return load_pipeline(**args, offload_text_encoder=getattr(a, "offload_to_cpu", False))
 
 
 def progress() -> StepCallback:
@@ -149,8 +150,6 @@ def cmd_generate(a: argparse.Namespace) -> None:
     suffix = Path(a.out or "x.mp4").suffix.lower()
     if suffix not in OUTPUT_SUFFIXES or (suffix == ".png" and f != 1):
         raise RequestError(f"--out must end in .mp4, .safetensors, or .png for one frame (--num-frames 1), got {a.out}")
-    if a.offload_to_cpu:
-        log.warning("--offload-to-cpu is not implemented; ignored")
     if (padded := padded_size(h, w, f)) != (h, w, f):
         log.warning("Padded dimensions: %dx%dx%d (generated at this size, then cropped to %dx%dx%d)", *padded, h, w, f)
     pipe = load(a, request.recipe)

@@ -22,6 +22,7 @@ from ltxv.pipelines.denoise import StepCallback
 from ltxv.pipelines.media import load_request_media
 from ltxv.pipelines.request import GenerationRequest, RequestError, padded_size
 from ltxv.pipelines.stages import PassMedia, Streams, decode, encode_text, pass_timesteps, resize_frames, run_pass
+from ltxv.runtime.residency import Residency
 from ltxv.sampling.latent_ops import adain
 from ltxv.text.t5 import TextEncoder
 from ltxv.weights.load import Models, load_models
@@ -36,10 +37,18 @@ class GenerationResult:
 
 
 class Pipeline:
-    def __init__(self, models: Models, text_encoder: TextEncoder, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        models: Models,
+        text_encoder: TextEncoder,
+        device: torch.device | str = "cpu",
+        *,
+        offload_text_encoder: bool = False,
+    ) -> None:
         self.models = models
         self.text_encoder = text_encoder
         self.device = torch.device(device)
+        self.residency = Residency(self.device, offload_text_encoder=offload_text_encoder)
 
     def scheduler_config(self, sampler: str) -> SchedulerConfig:
         if sampler in ("from_checkpoint", "", None):
@@ -56,7 +65,9 @@ class Pipeline:
         height, width, frames = padded_size(request.height, request.width, request.num_frames)
         media = load_request_media(request, height, width, frames)
         streams = Streams.from_seed(request.seed, self.device)
+        self.residency.text_encoder_ready(self.text_encoder)
         text = encode_text(self.text_encoder, request.prompt, request.negative_prompt)
+        self.residency.text_encoder_done(self.text_encoder)
         scheduler = self.scheduler_config(recipe.sampler)
         allowed = m.config.allowed_inference_steps
         s = m.vae.spatial_compression
@@ -121,8 +132,10 @@ def load_pipeline(
     text_encoder: str | Path | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    offload_text_encoder: bool = False,
 ) -> Pipeline:
-    """Load the models once; call ``generate`` as often as needed. Names of released files resolve via the hub."""
+    """Load the models once; call ``generate`` as often as needed. Names of released files resolve via the hub.
+    ``offload_text_encoder`` keeps T5 on the CPU except while it encodes."""
     from ltxv.weights.hub import resolve
 
     ckpt = resolve(checkpoint, "checkpoint")
@@ -130,4 +143,4 @@ def load_pipeline(
     text = resolve(text_encoder or "PixArt-alpha/PixArt-XL-2-1024-MS", "text_encoder")
     models = load_models(ckpt, upsampler=up, dtype=dtype, device=device)
     encoder = TextEncoder.from_pretrained(text, dtype=dtype, device=device)
-    return Pipeline(models, encoder, device)
+    return Pipeline(models, encoder, device, offload_text_encoder=offload_text_encoder)
