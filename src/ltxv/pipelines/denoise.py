@@ -42,6 +42,20 @@ class StepGuidance:
     blocks: tuple[int, ...]
 
 
+def skip_layer_mask(num_layers: int, n_branches: int, batch: int, blocks: tuple[int, ...]) -> torch.Tensor:
+    """(num_layers, n_branches * batch), 0 where a sample is perturbed. The batch is branch-major, the perturbed branch
+    last, so every element of the last branch is perturbed in ``blocks`` (the reference's ``ptb_index::num_conds``
+    indexing assumes batch-major and perturbs the wrong samples once batch > 1)."""
+    bad = [i for i in blocks if not 0 <= i < num_layers]
+    if bad:
+        raise ValueError(
+            f"skip_block_list names block(s) {bad}, but the transformer has {num_layers} (0..{num_layers - 1})"
+        )
+    mask = torch.ones(num_layers, n_branches * batch)
+    mask[list(blocks), (n_branches - 1) * batch :] = 0
+    return mask
+
+
 def per_step_guidance(settings: PassSettings, timesteps: list[float]) -> list[StepGuidance]:
     """The guidance values of every step, resolved from scalars or ``guidance_timesteps``-indexed lists."""
     out = []
@@ -100,8 +114,9 @@ def denoise(
         t_tok = token_timesteps(t_.reshape(1, 1).expand(b, 1).to(latents.device), state.strength)  # (B, 1) or (B, N)
         skip_mask = None
         if "perturbed" in branches and g.blocks:
-            skip_mask = torch.ones(transformer.cfg.num_layers, n * b, dtype=dtype, device=latents.device)
-            skip_mask[list(g.blocks), (n - 1) * b :] = 0  # the perturbed branch is the last one, for every element
+            skip_mask = skip_layer_mask(transformer.cfg.num_layers, n, b, g.blocks).to(
+                dtype=dtype, device=latents.device
+            )
         velocity = transformer(
             torch.cat([latents] * n).to(dtype),
             None,
