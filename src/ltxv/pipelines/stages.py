@@ -19,7 +19,7 @@ from ltxv.model.transformer import Transformer
 from ltxv.model.vae import VideoVAE
 from ltxv.pipelines.denoise import StepCallback, TextContext, denoise
 from ltxv.pipelines.request import PassSettings, RequestError
-from ltxv.sampling.latent_ops import tone_map
+from ltxv.sampling.latent_ops import decode_noise, tone_map
 from ltxv.sampling.schedules import check_allowed, make_timesteps
 from ltxv.text.t5 import TextEncoder
 
@@ -149,13 +149,7 @@ def decode(
     timestep = None
     if vae.cfg.timestep_conditioning:
         scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
-        # The reference calls randn_like on its unpatchified latents, a (b, f, h, w, c)-strided view, and torch fills
-        # a non-contiguous tensor with its serial sampler in memory order. Fill an identically strided view.
-        b, c, f, h, w = latents.shape
-        eps = torch.empty((b, f, h, w, c), dtype=latents.dtype, device=latents.device).permute(0, 4, 1, 2, 3)
-        eps.normal_(generator=streams.aux)
-        scale_t = torch.tensor([scale], device=latents.device)[:, None, None, None, None]
-        latents = latents * (1 - scale_t) + eps * scale_t
+        latents = decode_noise(latents, scale, streams.aux)
         timestep = torch.tensor([decode_timestep] * latents.shape[0], device=latents.device)
     latents = tone_map(latents, tone_map_ratio)
     video = vae.decode(latents.to(vae_dtype(vae)), timestep=timestep, generator=streams.aux)

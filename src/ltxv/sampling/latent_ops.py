@@ -39,12 +39,16 @@ def decode_noise(
     """Blend fresh Gaussian noise into the latents before a timestep-conditioned VAE decode:
     ``x (1 - scale) + eps scale``, ``scale`` one value or one per batch element.
 
-    The reference draws ``eps`` with ``randn_like`` from the global RNG; ``generator`` stands in for it. The scale
-    becomes a float32 tensor first, as in the reference, so ``1 - scale`` rounds in float32."""
+    The reference draws ``eps`` with ``randn_like`` from the global RNG; ``generator`` stands in for it. Its latents are
+    an unpatchified (b, f, h, w, c)-strided view, and torch fills a non-contiguous tensor with its serial sampler in
+    memory order, so ``eps`` is drawn into an identically strided view. The scale becomes a float32 tensor first, as in
+    the reference, so ``1 - scale`` rounds in float32."""
     b = latents.shape[0]
     scales = [float(scale)] * b if isinstance(scale, (int, float)) else [float(s) for s in scale]
     if len(scales) != b:
         raise ValueError(f"decode noise: {len(scales)} scales for a batch of {b}")
     s = torch.tensor(scales, dtype=torch.float32, device=latents.device).reshape(b, *([1] * (latents.ndim - 1)))
-    eps = torch.randn(latents.shape, generator=generator, dtype=latents.dtype, device=latents.device)
+    b_, c, f, h, w = latents.shape
+    eps = torch.empty((b_, f, h, w, c), dtype=latents.dtype, device=latents.device).permute(0, 4, 1, 2, 3)
+    eps.normal_(generator=generator)
     return latents * (1 - s) + eps * s

@@ -71,6 +71,8 @@ def stretch_to_terminal(t: torch.Tensor, terminal: float) -> torch.Tensor:
     if t.numel() == 0:
         raise ValueError("cannot stretch an empty schedule")
     rest = 1 - t
+    if rest[-1] == 0:  # e.g. a one-step schedule: the reference returns NaN here
+        raise ValueError("cannot stretch a schedule that ends at t = 1 to a terminal time")
     return 1 - rest / (rest[-1] / (1 - terminal))
 
 

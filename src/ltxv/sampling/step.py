@@ -18,9 +18,9 @@ import torch
 T_EPS = 1e-6
 
 
-def _as_time(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+def _as_time(t: torch.Tensor | float, device: torch.device | None) -> torch.Tensor:
     # Python floats become float32 tensors, so `t - T_EPS` rounds as it does on the reference's float32 times.
-    return t if isinstance(t, torch.Tensor) else torch.tensor(t, dtype=torch.float32, device=like.device)
+    return t if isinstance(t, torch.Tensor) else torch.tensor(t, dtype=torch.float32, device=device)
 
 
 def _per_token(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -31,8 +31,7 @@ def _per_token(t: torch.Tensor, ndim: int) -> torch.Tensor:
 def token_timesteps(t: torch.Tensor | float, strength: torch.Tensor | None) -> torch.Tensor:
     """The time each token is at: ``min(t, 1 - strength)``, (B, N), where ``strength`` (B, N) is the conditioning mask
     (1 = hard-conditioned, clean). Without conditioning, ``t`` itself (e.g. (B, 1))."""
-    like = strength if strength is not None else torch.empty(0)
-    t = _as_time(t, like)
+    t = _as_time(t, None if strength is None else strength.device)
     return t if strength is None else torch.min(t, 1.0 - strength)
 
 
@@ -87,7 +86,7 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | float) ->
 def update_mask(t: torch.Tensor | float, strength: torch.Tensor) -> torch.Tensor:
     """(B, N) bool: the tokens a step may move. A token with conditioning strength s rests at noise level ``1 - s``
     and is only denoised once the global t is below it; hard-conditioned tokens (s = 1) never move."""
-    return _as_time(t, strength) - T_EPS < (1.0 - strength)
+    return _as_time(t, strength.device) - T_EPS < (1.0 - strength)
 
 
 def conditioned_update(
