@@ -14,51 +14,21 @@ Block (PixArt-style AdaLN-single, ``D`` = heads x head dim)::
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ltxv.config import TransformerConfig
 from ltxv.model.attention import Attention, SkipLayerStrategy, rms_norm
+from ltxv.model.embeddings import TimestepEmbedder, TwoLayerMLP, timestep_sinusoids
 from ltxv.model.rope import rope_tables
 
 __all__ = ["SkipLayerStrategy", "Transformer", "TransformerBlock", "timestep_sinusoids"]
 
-_TIMESTEP_CHANNELS = 256
 _OUT_NORM_EPS = 1e-6  # the reference's final LayerNorm eps is fixed, not the config's norm_eps
 # Row order of a block's scale_shift_table / modulation (reference BasicTransformerBlock).
 _SHIFT_MSA, _SCALE_MSA, _GATE_MSA, _SHIFT_MLP, _SCALE_MLP, _GATE_MLP = range(6)
 _MASK_BIAS = -10000.0  # finite, as in the reference: a fully masked text row still attends uniformly
-
-
-def timestep_sinusoids(t: torch.Tensor, channels: int = _TIMESTEP_CHANNELS) -> torch.Tensor:
-    """(M,) scaled timesteps -> (M, channels) float32 ``[cos(t w_k), sin(t w_k)]``, ``w_k = 10000^(-k/(channels/2))``
-    (diffusers ``Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)``, same operation order)."""
-    half = channels // 2
-    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    angles = t[:, None].float() * freqs[None]  # (M, half)
-    return torch.cat([angles.cos(), angles.sin()], dim=-1)
-
-
-class _TwoLayerMLP(nn.Module):
-    """``linear_2(act(linear_1(x)))``; the key names of diffusers' ``TimestepEmbedding`` / ``PixArtAlphaTextProjection``."""
-
-    def __init__(self, d_in: int, d: int, act: nn.Module) -> None:
-        super().__init__()
-        self.linear_1 = nn.Linear(d_in, d)
-        self.act = act
-        self.linear_2 = nn.Linear(d, d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(x)))
-
-
-class _TimestepEmbedder(nn.Module):
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.timestep_embedder = _TwoLayerMLP(_TIMESTEP_CHANNELS, d, nn.SiLU())
 
 
 class _AdaLNSingle(nn.Module):
@@ -67,12 +37,12 @@ class _AdaLNSingle(nn.Module):
 
     def __init__(self, d: int) -> None:
         super().__init__()
-        self.emb = _TimestepEmbedder(d)
+        self.emb = TimestepEmbedder(d)
         self.linear = nn.Linear(d, 6 * d)
 
     def forward(self, t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(M,) scaled timesteps -> (modulation (M, 6D), embedding (M, D))."""
-        emb = self.emb.timestep_embedder(timestep_sinusoids(t).to(dtype))
+        emb = self.emb(t, dtype)
         return self.linear(F.silu(emb)), emb
 
 
@@ -168,7 +138,7 @@ class Transformer(nn.Module):
             raise ValueError(f"cross_attention_dim={cfg.cross_attention_dim} must equal the width {d}")
         self.patchify_proj = nn.Linear(cfg.in_channels, d)
         self.adaln_single = _AdaLNSingle(d)
-        self.caption_projection = _TwoLayerMLP(cfg.caption_channels, d, nn.GELU(approximate="tanh"))
+        self.caption_projection = TwoLayerMLP(cfg.caption_channels, d, nn.GELU(approximate="tanh"))
         self.transformer_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.num_layers))
         self.scale_shift_table = nn.Parameter(torch.randn(2, d) / d**0.5)
         self.proj_out = nn.Linear(d, cfg.out_channels)

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltxv.config import ConfigError, VAEBlock, VAEConfig
+from ltxv.model.embeddings import TimestepEmbedder
 from ltxv.model.vae_blocks import (
     CausalConv3d,
     DepthToSpaceUp,
     ResStack,
     SpaceToDepthDown,
-    TimestepEmbedder,
     WidenBlock,
     make_norm,
     modulation,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltxv.config import ConfigError
-from ltxv.model.transformer import _TimestepEmbedder, timestep_sinusoids
+from ltxv.model.embeddings import TimestepEmbedder
 
 _PIXEL_NORM_EPS = 1e-8
 _NORM_EPS = 1e-6
@@ -147,14 +147,6 @@ class ResBlock(nn.Module):
         if hasattr(self, "conv_shortcut"):
             x = self.conv_shortcut(self.norm3(x))
         return x + h
-
-
-class TimestepEmbedder(_TimestepEmbedder):
-    """diffusers' ``PixArtAlphaCombinedTimestepSizeEmbeddings(d, 0)``: sinusoids(256) -> Linear -> SiLU -> Linear."""
-
-    def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """(B,) scaled timesteps -> (B, d)."""
-        return self.timestep_embedder(timestep_sinusoids(t.flatten()).to(dtype))
 
 
 class ResStack(nn.Module):
