@@ -1,6 +1,8 @@
 """Turning a request's media (paths or tensors) into pixel tensors at the padded target size, as the reference CLI does:
 conditioning media are centre-cropped to the target aspect (not resized: each pass resizes), a video is trimmed to fit
-(``min(len, F - start)`` rounded down to 8k+1), then everything is zero-padded like the output is (and later cropped)."""
+(``min(len, F - start)`` rounded down to 8k+1), then everything is zero-padded like the output is (and later cropped).
+Media given as tensors are taken as they are (already in [-1, 1]; no crop, blur or CRF round trip): each pass still
+resizes them to its size."""
 
 from __future__ import annotations
 
