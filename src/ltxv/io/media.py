@@ -1,5 +1,9 @@
-"""The reference CLI's media preprocessing (study §4.11): centre crop to the target aspect, resize (V2V input only),
-Gaussian blur (3x3, sigma 1) and a single-frame H.264 CRF 29 round trip per frame, then [-1, 1]."""
+"""The reference CLI's input preprocessing (study §4.11; inference.py ``load_image_to_tensor_with_resize_and_crop``,
+``load_media_file``; ``crf_compressor.py``), frame by frame: centre crop to the target aspect, a resize to the target
+size for the video-to-video input only (conditioning media are resized later, by each pass), a 3x3 Gaussian blur and
+a single-frame H.264 CRF 29 round trip (the degradation conditioning frames saw in training), then [-1, 1].
+
+Every step reproduces the reference's arithmetic, so the result is bit-identical to it."""
 
 from __future__ import annotations
 
@@ -10,27 +14,57 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ltxv.io.video import VIDEO_SUFFIXES, MediaError, read_video
+from ltxv.io.video import MediaError, count_video_frames, is_video, read_image, read_video
 
 CRF = 29
 
 
+def crop_box(width: int, height: int, target_width: int, target_height: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the largest centred box with the target's aspect ratio (sizes truncated)."""
+    aspect = target_width / target_height
+    if width / height > aspect:
+        new_width = int(height * aspect)
+        left = (width - new_width) // 2
+        return left, 0, left + new_width, height
+    new_height = int(width / aspect)
+    top = (height - new_height) // 2
+    return 0, top, width, top + new_height
+
+
+def center_crop(frame: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(H, W, 3) -> (h, w, 3) cropped to the aspect ratio of ``height`` x ``width``."""
+    left, top, right, bottom = crop_box(frame.shape[1], frame.shape[0], width, height)
+    return frame[top:bottom, left:right]
+
+
+def resize(frame: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (height, width, 3) uint8 with Pillow's default filter (bicubic, antialiased), as the
+    reference resizes the video-to-video input; torch's bicubic differs from it by 1 in ~0.5% of pixels."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(frame.cpu().numpy())).resize((width, height))
+    return torch.from_numpy(np.asarray(image).copy())
+
+
 def gaussian_blur(image: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """(C, H, W) -> 3x3 Gaussian blur with reflect padding (torchvision's ``gaussian_blur(k=3, sigma)``)."""
-    x = torch.arange(-1, 2, dtype=torch.float32)
-    k1 = torch.exp(-0.5 * (x / sigma) ** 2)
+    """(C, H, W) float -> 3x3 Gaussian blur with reflect padding, as torchvision's ``gaussian_blur(img, 3, sigma)``."""
+    x = torch.linspace(-1.0, 1.0, 3, dtype=image.dtype, device=image.device)
+    k1 = torch.exp(-0.5 * (x / sigma).pow(2))
     k1 = k1 / k1.sum()
-    k2 = (k1[:, None] * k1[None, :]).expand(image.shape[0], 1, 3, 3)
+    kernel = (k1[:, None] * k1[None, :]).expand(image.shape[0], 1, 3, 3)
     padded = F.pad(image[None], (1, 1, 1, 1), mode="reflect")
-    return F.conv2d(padded, k2.to(image.dtype), groups=image.shape[0])[0]
+    return F.conv2d(padded, kernel, groups=image.shape[0])[0]
 
 
 def crf_round_trip(image: torch.Tensor, crf: int = CRF) -> torch.Tensor:
-    """(H, W, 3) float in [0, 1] -> the same frame after H.264 at ``crf`` (even-cropped), as conditioning images were
-    degraded in training."""
+    """(H, W, 3) float in [0, 1] -> the frame after one H.264 intra encode at ``crf`` (libx264, preset veryfast,
+    yuv420p) and decode, as ``crf_compressor.compress``: cropped to even H and W, quantised by truncation."""
     import av
 
-    arr = (image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2] * 255.0).byte().cpu().numpy()
+    if crf == 0:  # the reference skips the round trip (and the even crop)
+        return image
+    even = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
+    arr = (even * 255.0).byte().cpu().numpy()
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
@@ -38,45 +72,43 @@ def crf_round_trip(image: torch.Tensor, crf: int = CRF) -> torch.Tensor:
         out.mux(stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24").reformat(format="yuv420p")))
         out.mux(stream.encode())
     with av.open(io.BytesIO(buf.getvalue())) as inp:
-        frame = next(inp.decode(video=0)).to_ndarray(format="rgb24")
-    return torch.tensor(frame, dtype=image.dtype) / 255.0
+        decoded = next(inp.decode(video=0)).to_ndarray(format="rgb24")
+    return torch.tensor(decoded, dtype=image.dtype, device=image.device) / 255.0
 
 
-def _crop_box(w: int, h: int, target_w: int, target_h: int) -> tuple[int, int, int, int]:
-    aspect = target_w / target_h
-    if w / h > aspect:
-        nw = int(h * aspect)
-        x0 = (w - nw) // 2
-        return x0, 0, x0 + nw, h
-    nh = int(w / aspect)
-    y0 = (h - nh) // 2
-    return 0, y0, w, y0 + nh
-
-
-def preprocess_frame(frame: np.ndarray, height: int, width: int, *, just_crop: bool, degrade: bool) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, h, w) in [-1, 1]: crop to the aspect, resize unless ``just_crop`` (Pillow's default
-    resampling, as the reference), then blur + CRF round trip when ``degrade``."""
-    from PIL import Image
-
-    image = Image.fromarray(frame).crop(_crop_box(frame.shape[1], frame.shape[0], width, height))
+def preprocess_frame(
+    frame: torch.Tensor, height: int, width: int, *, just_crop: bool = False, degrade: bool = True
+) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, h, w) float32 in [-1, 1]: crop to the target aspect, resize to ``height`` x ``width``
+    unless ``just_crop``, then blur + CRF round trip when ``degrade`` (which crops odd sizes to even)."""
+    frame = center_crop(frame, height, width)
     if not just_crop:
-        image = image.resize((width, height))
-    t = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        frame = resize(frame, height, width)
+    x = frame.permute(2, 0, 1).float().div(255)  # (3, h, w) in [0, 1], as torchvision's to_tensor
     if degrade:
-        t = crf_round_trip(gaussian_blur(t).permute(1, 2, 0)).permute(2, 0, 1)
-    return t * 2.0 - 1.0
+        x = crf_round_trip(gaussian_blur(x).permute(1, 2, 0)).permute(2, 0, 1)
+    return x * 2.0 - 1.0  # equal, for every k / 255, to the reference's x * 255 / 127.5 - 1
 
 
-def num_media_frames(path: Path) -> int:
-    return read_video(path)[0].shape[0] if path.suffix.lower() in VIDEO_SUFFIXES else 1
+def num_media_frames(path: str | Path) -> int:
+    """1 for an image; a video's frame count."""
+    path = Path(path)
+    if is_video(path):
+        return count_video_frames(path)
+    read_image(path)  # the error for a missing or unreadable file comes now, not at load time
+    return 1
 
 
 def load_media(
-    path: Path, height: int, width: int, max_frames: int, *, preprocess: bool = True, just_crop: bool = False
+    path: str | Path, height: int, width: int, num_frames: int, *, preprocess: bool = True, just_crop: bool = False
 ) -> torch.Tensor:
-    """An image or the first ``max_frames`` frames of a video -> (1, 3, F, h, w) in [-1, 1]."""
-    frames, _ = read_video(path, max_frames=max_frames)
-    if frames.shape[-1] != 3:
-        raise MediaError(f"{path}: expected RGB frames")
+    """An image, or the first ``num_frames`` frames of a video -> (1, 3, F, h, w) float32 in [-1, 1], each frame
+    through :func:`preprocess_frame` (``preprocess`` = blur + CRF round trip, always on in the reference)."""
+    path = Path(path)
+    frames = read_video(path, max_frames=num_frames)[0] if is_video(path) else read_image(path)[None]
+    left, top, right, bottom = crop_box(frames.shape[2], frames.shape[1], width, height)
+    if min(right - left, bottom - top) < (2 if just_crop else 1):  # the blur and the even crop need 2 pixels
+        size = f"{frames.shape[2]}x{frames.shape[1]}"
+        raise MediaError(f"{path}: a {size} frame is too small to crop to the aspect of {width}x{height}")
     out = [preprocess_frame(f, height, width, just_crop=just_crop, degrade=preprocess) for f in frames]
-    return torch.stack(out, dim=1)[None]
+    return torch.stack(out, dim=1)[None]  # (1, 3, F, h, w)

@@ -1,12 +1,12 @@
-"""Reading and writing video and images with PyAV (and Pillow for stills).
+"""Reading and writing video (PyAV) and images (Pillow).
 
-Every writer goes through a temporary file in the target folder that is renamed into place only when complete, so a
+Every writer writes a hidden temporary file next to the target and renames it into place only once complete, so a
 failure never leaves a partial output behind."""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
@@ -14,72 +14,177 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+# The reference reads these suffixes as video and anything else as an image (inference.py ``load_media_file``);
+# a few more containers are read as video here.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 OUTPUT_SUFFIXES = (".mp4", ".png", ".safetensors")
+# The reference writes with imageio-ffmpeg's defaults: libx264, yuv420p, quality 5, which it passes as CRF 25.
+MP4_CRF = 25
 
 
 class MediaError(ValueError):
     """A media file that cannot be read (missing, corrupt, not an image or video)."""
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if not path.is_file():
+        raise MediaError(f"{path}: not a file")
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """-> (H, W, 3) uint8, converted to RGB as the reference does (``Image.open(p).convert("RGB")``)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    _check_file(path)
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
+        raise MediaError(f"{path}: not a readable image (not a format Pillow knows)") from None
+    except (OSError, ValueError) as e:  # truncated or corrupt data of a known format
+        raise MediaError(f"{path}: not a readable image ({e})") from None
+    return torch.from_numpy(rgb.copy())
 
 
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """Float in [0, 1] -> uint8 by truncation ``(x * 255).astype(uint8)``, as the reference writes its outputs."""
-    return (video.detach().float().cpu().clamp(0, 1).numpy() * 255).astype(np.uint8)
-
-
-def write_mp4(path: str | Path, frames: np.ndarray, fps: float) -> Path:
-    """(F, H, W, 3) uint8 -> H.264 yuv420p at ``fps``. yuv420p needs even sizes: an odd edge is padded by repeating
-    the last row/column (the decoded frame is then one pixel larger on that edge)."""
+def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.Tensor, float]:
+    """-> ((F, H, W, 3) uint8, fps): the first ``max_frames`` frames (all if None), decoded to RGB by FFmpeg's
+    swscale, which gives the same pixels as the reference's imageio-ffmpeg reader."""
     import av
 
     path = Path(path)
-    h, w = frames.shape[1:3]
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    with _atomic(path) as tmp:
-        container = av.open(str(tmp), "w", format="mp4")
-        try:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-            container.mux(stream.encode())
-        finally:
-            container.close()
+    _check_file(path)
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be at least 1, got {max_frames}")
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.guessed_rate
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise MediaError(f"{path}: not a readable video ({_reason(e)})") from None
+    if not frames:
+        raise MediaError(f"{path}: the video has no frames")
+    return torch.from_numpy(np.stack(frames)), float(rate or 0.0)
+
+
+def count_video_frames(path: str | Path) -> int:
+    """The number of frames, counted from the demuxed packets without decoding (as imageio-ffmpeg's
+    ``count_frames`` does with ``-c copy``)."""
+    import av
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: has no video stream")
+            return sum(1 for p in container.demux(container.streams.video[0]) if p.size > 0)
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise MediaError(f"{path}: not a readable video ({_reason(e)})") from None
+
+
+def _reason(e: Exception) -> str:
+    # FFmpeg's errors repeat the file name; its plain description is enough after ours.
+    return str(getattr(e, "strerror", None) or e)
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A hidden temporary path next to ``path`` (same suffix, so writers infer the format), renamed onto ``path``
+    when the block completes and removed if it fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """Float in [0, 1] -> uint8 by truncation, ``(x * 255).astype(uint8)`` on float32, as the reference writes its
+    outputs (not rounding: a value of 0.999 gives 254)."""
+    return (video.detach().float().cpu().clamp(0, 1).numpy() * 255).astype(np.uint8)
+
+
+def _as_uint8_frames(frames: torch.Tensor | np.ndarray, ndim: int) -> np.ndarray:
+    arr = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if arr.dtype != np.uint8 or arr.ndim != ndim or arr.shape[-1] != 3:
+        shape = "(F, H, W, 3)" if ndim == 4 else "(H, W, 3)"
+        raise ValueError(f"expected {shape} uint8 RGB, got {arr.dtype} of shape {tuple(arr.shape)}")
+    return arr
+
+
+def write_mp4(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float, *, crf: int = MP4_CRF) -> Path:
+    """(F, H, W, 3) uint8 -> H.264 yuv420p MP4 at ``fps``. yuv420p needs even sizes: an odd height or width is
+    padded by repeating the last row/column, so the file is one pixel larger on that edge (the reference's writer
+    instead rescales to a multiple of 16)."""
+    import av
+
+    path = Path(path)
+    arr = _as_uint8_frames(frames, 4)
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    h, w = arr.shape[1:3]
+    arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    rate = Fraction(fps).limit_denominator(1001)
+    with _atomic(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf)})
+        stream.width, stream.height, stream.pix_fmt = arr.shape[2], arr.shape[1], "yuv420p"
+        for i, frame in enumerate(arr):
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            video_frame.pts, video_frame.time_base = i, 1 / rate
+            container.mux(stream.encode(video_frame))
+        container.mux(stream.encode())
     return path
 
 
 def write_png(path: str | Path, image: torch.Tensor | np.ndarray) -> Path:
-    """(H, W, 3) float in [0, 1] (or uint8) -> PNG."""
+    """(H, W, 3) float in [0, 1] (truncated to uint8 like the video frames) or uint8 -> PNG."""
     from PIL import Image
 
     path = Path(path)
-    arr = image if isinstance(image, np.ndarray) else to_uint8(image)
+    is_float = isinstance(image, torch.Tensor) and image.is_floating_point()
+    arr = _as_uint8_frames(to_uint8(image) if is_float else image, 3)
     with _atomic(path) as tmp:
         Image.fromarray(arr).save(tmp, format="PNG")
+    return path
+
+
+def write_tensors(path: str | Path, video: torch.Tensor, latents: torch.Tensor | None = None) -> Path:
+    """The float ``video`` (F, H, W, 3) before any uint8 conversion and the final ``latents``, both as float32
+    safetensors, for exact comparisons."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {"video": video.detach().float().cpu().contiguous()}
+    if latents is not None:
+        tensors["latents"] = latents.detach().float().cpu().contiguous()
+    with _atomic(path) as tmp:
+        save_file(tensors, str(tmp))
     return path
 
 
 def save_output(
     path: str | Path, video: torch.Tensor, latents: torch.Tensor | None = None, *, fps: float = 30.0
 ) -> Path:
-    """Write a generated video (F, H, W, 3) float in [0, 1] by suffix: ``.mp4``, ``.png`` (one frame) or
-    ``.safetensors`` (the float ``video`` before uint8 and the final ``latents``, for exact comparisons)."""
+    """Write a generated video (F, H, W, 3) float in [0, 1] by the suffix of ``path``: ``.mp4``, ``.png`` (one
+    frame) or ``.safetensors`` (float video + latents)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".mp4":
@@ -89,40 +194,5 @@ def save_output(
             raise ValueError(f"{path}: a PNG holds one frame, the video has {video.shape[0]}; use .mp4")
         return write_png(path, video[0])
     if suffix == ".safetensors":
-        tensors = {"video": video.detach().float().cpu().contiguous()}
-        if latents is not None:
-            tensors["latents"] = latents.detach().float().cpu().contiguous()
-        with _atomic(path) as tmp:
-            save_file(tensors, str(tmp))
-        return path
-    raise ValueError(f"{path}: unsupported output type {suffix!r} (use one of {list(OUTPUT_SUFFIXES)})")
-
-
-def read_video(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """-> ((F, H, W, 3) uint8, fps). Images read as one frame."""
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            from PIL import Image
-
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))[None], 0.0
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or 0.0)
-            frames = []
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-    except MediaError:
-        raise
-    except Exception as e:  # PyAV / Pillow errors for corrupt or foreign files
-        raise MediaError(f"{path}: not a readable image or video ({e})") from None
-    if not frames:
-        raise MediaError(f"{path}: the video has no frames")
-    return np.stack(frames), fps
+        return write_tensors(path, video, latents)
+    raise ValueError(f"{path}: unsupported output type {suffix!r} (use one of {', '.join(OUTPUT_SUFFIXES)})")

@@ -1,54 +1,74 @@
-"""The T5 text encoder (transformers' ``T5EncoderModel`` + tokenizer), as the reference uses it (study §2.6):
-256 tokens, padded to the maximum length, truncated, special tokens added, last hidden state, padding kept and masked."""
+"""The T5 text encoder (transformers' ``T5EncoderModel`` + ``T5Tokenizer``), used as the reference's ``encode_prompt``
+uses it (study §2.6): the prompt ``.strip()``-ed, special tokens added, padded to ``max_tokens`` and truncated; the
+output is the last hidden state with the padding kept, and the attention mask says which tokens are real."""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, T5EncoderModel
+from transformers import T5EncoderModel, T5Tokenizer
 
 from ltxv.weights.errors import LoadError
+from ltxv.weights.hub import resolve
+
+log = logging.getLogger(__name__)
 
 MAX_TOKENS = 256
 
 
 class TextEncoder:
-    def __init__(self, model: T5EncoderModel, tokenizer: object) -> None:
+    def __init__(self, model: T5EncoderModel, tokenizer: T5Tokenizer) -> None:
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | Path, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+        cls, name_or_path: str | Path, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
     ) -> TextEncoder:
-        """A local folder laid out like the hub repo ``PixArt-alpha/PixArt-XL-2-1024-MS``: ``text_encoder/`` and
-        ``tokenizer/`` (``ltxv.weights.hub.resolve`` turns the hub id into such a folder)."""
-        folder = Path(folder)
+        """A local folder laid out like the hub repo ``PixArt-alpha/PixArt-XL-2-1024-MS`` (``text_encoder/`` and
+        ``tokenizer/``), or such a hub repo id: taken from the Hugging Face cache, else downloaded; with no network,
+        a prompt :class:`LoadError` naming the id (``ltxv.weights.hub.resolve``)."""
+        folder = resolve(name_or_path, "text_encoder")
         for sub in ("text_encoder", "tokenizer"):
             if not (folder / sub).is_dir():
                 raise LoadError(f"{folder}: not a text-encoder folder (no '{sub}/' inside)")
-        model = T5EncoderModel.from_pretrained(folder / "text_encoder", torch_dtype=dtype).to(device)
-        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-        return cls(model, tokenizer)
+        try:
+            model = T5EncoderModel.from_pretrained(folder / "text_encoder", dtype=dtype)
+        except (OSError, ValueError) as e:
+            raise LoadError(f"{folder / 'text_encoder'}: cannot load the T5 encoder: {e}") from e
+        # The reference loads in fp32 and then casts the whole model; an explicit cast also covers transformers
+        # versions that keep T5's ``wo`` layers in fp32 when asked for a half dtype.
+        model = model.to(device=device, dtype=dtype)
+        return cls(model, _load_tokenizer(folder / "tokenizer"))
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     def to(self, device: torch.device | str) -> TextEncoder:
         """Move the encoder (e.g. off the compute device once prompts are encoded)."""
         self.model.to(device)
         return self
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def encode(self, prompts: list[str], max_tokens: int = MAX_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts -> (embeddings (B, L, D) in the encoder's dtype, mask (B, L) int64), L = max_tokens."""
+        """Prompts -> (embeddings (B, L, D) in the encoder's dtype, mask (B, L) int64, 1 for real tokens), on the
+        encoder's device; L = ``max_tokens``."""
+        if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+            raise TypeError(f"prompts must be a list of strings, got {type(prompts).__name__}")
         for p in prompts:
             if not isinstance(p, str):
                 raise TypeError(f"a prompt must be a string, got {type(p).__name__}")
+        texts = [p.strip() for p in prompts]
         tokens = self.tokenizer(
-            [p.strip() for p in prompts],
+            texts,
             padding="max_length",
             max_length=max_tokens,
             truncation=True,
@@ -56,5 +76,32 @@ class TextEncoder:
             return_attention_mask=True,
             return_tensors="pt",
         )
+        self._warn_if_truncated(texts, max_tokens)
         ids, mask = tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
-        return self.model(ids, attention_mask=mask)[0], mask
+        return self.model(ids, attention_mask=mask)[0], mask  # (B, L, D), (B, L)
+
+    def _warn_if_truncated(self, texts: list[str], max_tokens: int) -> None:
+        for text, ids in zip(texts, self.tokenizer(texts, add_special_tokens=True).input_ids):
+            if len(ids) > max_tokens:
+                log.warning(
+                    "prompt truncated to %d tokens (%d dropped): %.60s...", max_tokens, len(ids) - max_tokens, text
+                )
+
+
+def _load_tokenizer(folder: Path) -> T5Tokenizer:
+    # The class the reference names (in transformers 5 the tokenizers-backed one).
+    try:
+        return T5Tokenizer.from_pretrained(folder)
+    except (OSError, ValueError, ImportError) as e:
+        hint = ""
+        if not (folder / "tokenizer.json").is_file() and not _has_protobuf():
+            # The hub's PixArt folder has only spiece.model; transformers converts it with protobuf.
+            hint = " (it has no tokenizer.json; converting spiece.model needs the 'protobuf' package)"
+        raise LoadError(f"{folder}: cannot load the T5 tokenizer{hint}: {e}") from e
+
+
+def _has_protobuf() -> bool:
+    try:
+        return importlib.util.find_spec("google.protobuf") is not None
+    except (ModuleNotFoundError, ValueError):  # no "google" namespace at all, or a stubbed-out module
+        return False
