@@ -13,29 +13,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 from pathlib import Path
 
 import torch
+from measure import matmul_peak, timed
 
 from ltxv.config import TRANSFORMER_2B, TransformerConfig
 from ltxv.model.patchify import latent_grid, pixel_positions
 from ltxv.model.transformer import Transformer
 from ltxv.testing.random_weights import random_state_dict
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, m: int = 4096, repeat: int = 5) -> float:
-    """FLOP/s of a (m x n) @ (n x n) matmul, best of ``repeat``: the ceiling the transformer is measured against."""
-    a, b = torch.randn(m, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up
-    best = min(_timed(lambda: a @ b) for _ in range(repeat))
-    return 2 * m * n * n / best
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def step_flops(cfg: TransformerConfig, n_tokens: int, n_text: int) -> float:
@@ -99,7 +85,7 @@ def run(layers: int, height: int, width: int, frames: int, n_text: int, repeat: 
         with torch.inference_mode():
             for impl, fn in impls.items():
                 fn()  # warm-up
-                best = min(_timed(fn) for _ in range(repeat))
+                best = min(timed(fn) for _ in range(repeat))
                 row[impl] = {"seconds": best, "flops_per_s": flops / best, "fraction_of_peak": flops / best / peak}
         if "reference" in row:
             row["ltxv_over_reference"] = row["ltxv"]["seconds"] / row["reference"]["seconds"]
