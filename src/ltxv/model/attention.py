@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltxv.model.rope import apply_rope
+from ltxv.model.rope import apply_rope_
 
 
 class SkipLayerStrategy(enum.Enum):
@@ -31,7 +31,7 @@ def rms_norm(x: torch.Tensor, eps: float, weight: torch.Tensor | None = None) ->
     ``F.rms_norm`` without a weight is bit-identical to diffusers' formula; the gain is applied after the rounding
     (not fused) because that is where the reference rounds in bf16."""
     y = F.rms_norm(x, (x.shape[-1],), eps=eps)
-    return y if weight is None else y * weight
+    return y if weight is None else y.mul_(weight)
 
 
 class RMSNorm(nn.Module):
@@ -73,31 +73,39 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(dim, qk_norm_eps)
         self.k_norm = RMSNorm(dim, qk_norm_eps)
 
+    def key_value(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (normalised) and values of ``source`` (B, L, D'), each (B, L, D). For cross-attention they depend only
+        on the text, so a pass computes them once (:meth:`ltxv.model.transformer.Transformer.prepare_text`)."""
+        return self.k_norm(self.to_k(source)), self.to_v(source)
+
     def forward(
         self,
         x: torch.Tensor,
         context: torch.Tensor | None = None,
         *,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         bias: torch.Tensor | None = None,
         skip_mask: torch.Tensor | None = None,
         skip_strategy: SkipLayerStrategy | None = None,
     ) -> torch.Tensor:
-        """x (B, N, D), context (B, L, D') -> (B, N, D).
+        """x (B, N, D), context (B, L, D') or its precomputed ``kv`` = :meth:`key_value` -> (B, N, D).
 
+        ``rope``: (cos, signed sin) tables (B or 1, N, D), see :func:`ltxv.model.rope.apply_rope_`.
         ``bias``: additive attention bias broadcastable to (B, heads, N, L), e.g. (B, 1, 1, L).
         ``skip_mask`` (B, 1, 1), 1 = normal, 0 = perturbed; with ``ATTENTION_VALUES`` a perturbed sample's attention
         output becomes V (an identity attention map), with ``ATTENTION_SKIP`` it becomes the attention input x; both
         before ``to_out``, blended as ``m * normal + (1 - m) * perturbed`` exactly like the reference. Other
         strategies are applied by the block, not here.
         """
+        if rope is not None and kv is not None:
+            raise ValueError("RoPE rotates the keys in place: it cannot be combined with precomputed `kv`")
         b, n, d = x.shape
-        kv = x if context is None else context
         q = self.q_norm(self.to_q(x))  # (B, N, D)
-        k = self.k_norm(self.to_k(kv))  # (B, L, D)
-        v = self.to_v(kv)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        k, v = self.key_value(x if context is None else context) if kv is None else kv  # (B, L, D) each
+        if rope is not None:  # in place: q and k are fresh here (rope only ever applies to self-attention)
+            apply_rope_(q, *rope)
+            apply_rope_(k, *rope)
         hd = d // self.heads
         o = F.scaled_dot_product_attention(
             q.view(b, n, self.heads, hd).transpose(1, 2),  # (B, H, N, hd)
@@ -105,7 +113,7 @@ class Attention(nn.Module):
             v.view(b, -1, self.heads, hd).transpose(1, 2),
             attn_mask=bias,
         )
-        o = o.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
+        o = o.transpose(1, 2).reshape(b, n, d)  # (B, N, D); a view, torch's CPU kernel writes (B, N, H, hd)
         if skip_mask is not None:
             if skip_strategy is SkipLayerStrategy.ATTENTION_VALUES:
                 o = o * skip_mask + v * (1.0 - skip_mask)

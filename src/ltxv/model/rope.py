@@ -41,6 +41,20 @@ def rope_tables(
     return cos.to(dtype), sin.to(dtype)
 
 
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """The sin table with the rotation's sign folded in (even channels negated), for :func:`apply_rope_`."""
+    out = sin.clone()
+    out[..., 0::2].neg_()
+    return out
+
+
+def apply_rope_(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_rope` in place on x, with one temporary instead of four, bit-identical to it: ``rot(x) * sin``
+    equals ``swap(x) * signed_sin(sin)`` exactly (only signs move), and the sum is taken in the same order."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (B, N, D): pairs (x[2i+1], x[2i]), a copy
+    return x.mul_(cos).add_(swapped.mul_(sin_signed))
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate each channel pair (2i, 2i+1) of x (B, N, D) by the tables' angle: ``x * cos + rot(x) * sin`` with
     ``rot(x)[2i] = -x[2i+1]``, ``rot(x)[2i+1] = x[2i]``."""

@@ -14,6 +14,8 @@ Block (PixArt-style AdaLN-single, ``D`` = heads x head dim)::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,9 +23,9 @@ from torch import nn
 from ltxv.config import TransformerConfig
 from ltxv.model.attention import Attention, SkipLayerStrategy, rms_norm
 from ltxv.model.embeddings import TimestepEmbedder, TwoLayerMLP, timestep_sinusoids
-from ltxv.model.rope import rope_tables
+from ltxv.model.rope import rope_tables, signed_sin
 
-__all__ = ["SkipLayerStrategy", "Transformer", "TransformerBlock", "timestep_sinusoids"]
+__all__ = ["PreparedText", "SkipLayerStrategy", "Transformer", "TransformerBlock", "timestep_sinusoids"]
 
 _OUT_NORM_EPS = 1e-6  # the reference's final LayerNorm eps is fixed, not the config's norm_eps
 # Row order of a block's scale_shift_table / modulation (reference BasicTransformerBlock).
@@ -52,7 +54,7 @@ class _GeluProj(nn.Module):
         self.proj = nn.Linear(d_in, d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.proj(x), approximate="tanh")
+        return torch.ops.aten.gelu_(self.proj(x), approximate="tanh")  # in place on the fresh (B, N, 4D) tensor
 
 
 class FeedForward(nn.Module):
@@ -82,35 +84,53 @@ class TransformerBlock(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        context: torch.Tensor,
+        text: PreparedText,
+        index: int,
         modulation: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
-        context_bias: torch.Tensor | None,
         skip_mask: torch.Tensor | None = None,
         skip_strategy: SkipLayerStrategy | None = None,
     ) -> torch.Tensor:
-        """x (B, N, D), context (B, L, D), modulation (B, T', 6, D) with T' = 1 or N, skip_mask (B, 1, 1) or None."""
+        """x (B, N, D) is updated in place and returned; ``text`` holds this block's cross-attention keys/values at
+        ``index``; modulation (B, T', 6, D) with T' = 1 or N; skip_mask (B, 1, 1) or None.
+
+        Every update runs in place on a fresh tensor, in the reference's operation order (bit-identical): on a CPU
+        most of the time outside the matmuls is spent allocating and streaming full (N, D) tensors, not computing."""
         table = self.scale_shift_table
 
         def ada(i: int) -> torch.Tensor:  # (B, T', D); built on use so per-token tables never exist all six at once
             return table[i] + modulation[:, :, i]
 
-        x_in = x
-        h = rms_norm(x, self.eps) * (1 + ada(_SCALE_MSA)) + ada(_SHIFT_MSA)
-        attn = self.attn1(h, rope=rope, skip_mask=skip_mask, skip_strategy=skip_strategy)
-        x_attn = x + ada(_GATE_MSA) * attn
-        if skip_mask is not None and skip_strategy is SkipLayerStrategy.RESIDUAL:
-            x_attn = x_attn * skip_mask + x * (1.0 - skip_mask)
-        x = x_attn
+        perturbed = skip_mask is not None
+        x_in = x.clone() if perturbed and skip_strategy is SkipLayerStrategy.TRANSFORMER_BLOCK else None
+        h = rms_norm(x, self.eps).mul_(1 + ada(_SCALE_MSA)).add_(ada(_SHIFT_MSA))
+        attn = self.attn1(h, rope=rope, skip_mask=skip_mask, skip_strategy=skip_strategy).mul_(ada(_GATE_MSA))
+        if perturbed and skip_strategy is SkipLayerStrategy.RESIDUAL:
+            x = (x + attn) * skip_mask + x * (1.0 - skip_mask)
+        else:
+            x = x.add_(attn)
 
-        x = x + self.attn2(x, context, bias=context_bias)
+        x = x.add_(self.attn2(x, kv=text.kv[index], bias=text.bias))
 
-        h = rms_norm(x, self.eps) * (1 + ada(_SCALE_MLP)) + ada(_SHIFT_MLP)
-        x = x + ada(_GATE_MLP) * self.ff(h)
+        h = rms_norm(x, self.eps).mul_(1 + ada(_SCALE_MLP)).add_(ada(_SHIFT_MLP))
+        x = x.add_(self.ff(h).mul_(ada(_GATE_MLP)))
 
-        if skip_mask is not None and skip_strategy is SkipLayerStrategy.TRANSFORMER_BLOCK:
+        if x_in is not None:
             x = x * skip_mask + x_in * (1.0 - skip_mask)
         return x
+
+
+@dataclass(frozen=True)
+class PreparedText:
+    """What the transformer derives from the text alone, computed once per pass by :meth:`Transformer.prepare_text`
+    instead of at every step: the projected captions' cross-attention keys/values of every block and the mask bias."""
+
+    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per block: (B, L, D) keys (normalised) and values
+    bias: torch.Tensor | None  # (B, 1, 1, L) additive, over heads and queries
+
+    @property
+    def batch(self) -> int:
+        return self.kv[0][0].shape[0]
 
 
 class Transformer(nn.Module):
@@ -144,19 +164,34 @@ class Transformer(nn.Module):
         self.proj_out = nn.Linear(d, cfg.out_channels)
 
     def rope(self, positions: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positions (B, 3, N) float32 (seconds, pixel y, pixel x) -> RoPE (cos, sin), each (B, N, D) in ``dtype``
-        (default: the model's). Depends only on the positions: compute once per request, not per step."""
+        """Positions (B, 3, N) float32 (seconds, pixel y, pixel x) -> RoPE (cos, signed sin), each (B, N, D) in
+        ``dtype`` (default: the model's); see :func:`ltxv.model.rope.apply_rope_`. Depends only on the positions:
+        compute once per pass, not per step; a batch of 1 broadcasts over any batch."""
         dtype = self.patchify_proj.weight.dtype if dtype is None else dtype
         c = self.cfg
-        return rope_tables(positions, c.inner_dim, c.positional_embedding_theta, c.positional_embedding_max_pos, dtype)
+        cos, sin = rope_tables(
+            positions, c.inner_dim, c.positional_embedding_theta, c.positional_embedding_max_pos, dtype
+        )
+        return cos, signed_sin(sin)
+
+    def prepare_text(self, context: torch.Tensor, context_mask: torch.Tensor | None) -> PreparedText:
+        """Text embeddings (B, L, caption_channels) and mask (B, L) (1 = keep, 0 = padding, or None) -> the
+        projected captions' cross-attention keys/values of every block, and the mask bias. Once per pass."""
+        b = context.shape[0]
+        context = self.caption_projection(context.to(self.patchify_proj.weight.dtype))  # (B, L, D)
+        bias = None
+        if context_mask is not None:  # (B, 1, 1, L) over heads and queries
+            bias = ((1 - context_mask.to(context.dtype)) * _MASK_BIAS).view(b, 1, 1, -1)
+        kv = tuple(block.attn2.key_value(context) for block in self.transformer_blocks)
+        return PreparedText(kv=kv, bias=bias)
 
     def forward(
         self,
         tokens: torch.Tensor,
         positions: torch.Tensor | None,
         timesteps: torch.Tensor,
-        context: torch.Tensor,
-        context_mask: torch.Tensor | None,
+        context: torch.Tensor | PreparedText,
+        context_mask: torch.Tensor | None = None,
         *,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         skip_layer_mask: torch.Tensor | None = None,
@@ -167,7 +202,8 @@ class Transformer(nn.Module):
         tokens (B, N, C_in); positions (B, 3, N) float32 or ``rope`` = :meth:`rope` of them (exactly one of the two);
         timesteps (B,), (B, 1) or (B, N) in [0, 1] (per-token: conditioning tokens carry their own noise level;
         pass float32 or float64, they are scaled in the caller's precision like the reference);
-        context (B, L, caption_channels) text embeddings; context_mask (B, L) 1 = keep, 0 = padding, or None;
+        context (B, L, caption_channels) text embeddings with context_mask (B, L) 1 = keep, 0 = padding, or None; or
+        ``context`` = :meth:`prepare_text` of them (then no mask here);
         skip_layer_mask (num_layers, B) with ``skip_layer_strategy``: STG, see the class docstring.
         Returns (B, N, C_out).
         """
@@ -175,8 +211,16 @@ class Transformer(nn.Module):
             raise ValueError("pass exactly one of `positions` and `rope`")
         if (skip_layer_mask is None) != (skip_layer_strategy is None):
             raise ValueError("`skip_layer_mask` and `skip_layer_strategy` go together")
+        if isinstance(context, PreparedText):
+            if context_mask is not None:
+                raise ValueError("a prepared text already holds its mask: pass context_mask=None")
+            text = context
+        else:
+            text = self.prepare_text(context, context_mask)
         b = tokens.shape[0]
-        x = self.patchify_proj(tokens)  # (B, N, D)
+        if text.batch != b:
+            raise ValueError(f"text batch {text.batch} != token batch {b}")
+        x = self.patchify_proj(tokens)  # (B, N, D), owned here: the blocks update it in place
         dtype, d = x.dtype, x.shape[-1]
         if rope is None:
             rope = self.rope(positions, dtype)
@@ -186,13 +230,6 @@ class Transformer(nn.Module):
         modulation = modulation.view(b, -1, 6, d)  # (B, T', 6, D)
         embedded = embedded.view(b, -1, 1, d)  # (B, T', 1, D)
 
-        context = self.caption_projection(context)  # (B, L, D)
-        context_bias = None
-        if context_mask is not None:
-            context_bias = ((1 - context_mask.to(dtype)) * _MASK_BIAS).view(
-                b, 1, 1, -1
-            )  # (B, 1, 1, L) over heads, queries
-
         skips = None
         if skip_layer_mask is not None:
             if skip_layer_mask.shape != (len(self.transformer_blocks), b):
@@ -201,9 +238,8 @@ class Transformer(nn.Module):
 
         for i, block in enumerate(self.transformer_blocks):
             skip = None if skips is None else skips[i]
-            x = block(x, context, modulation, rope, context_bias, skip, skip_layer_strategy)
+            x = block(x, text, i, modulation, rope, skip, skip_layer_strategy)
 
         shift, scale = (self.scale_shift_table + embedded).unbind(2)  # (B, T', D) each
-        x = F.layer_norm(x, (d,), eps=_OUT_NORM_EPS)
-        x = x * (1 + scale) + shift
+        x = F.layer_norm(x, (d,), eps=_OUT_NORM_EPS).mul_(1 + scale).add_(shift)
         return self.proj_out(x)  # (B, N, C_out)

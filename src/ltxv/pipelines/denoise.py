@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ltxv.conditioning.state import LatentState
-from ltxv.model.transformer import SkipLayerStrategy, Transformer
+from ltxv.model.transformer import PreparedText, SkipLayerStrategy, Transformer
 from ltxv.pipelines.request import PassSettings
 from ltxv.sampling.guidance import active_branches, combine, guidance_at
 from ltxv.sampling.step import conditioned_update, euler_step, stochastic_step, token_timesteps
@@ -99,9 +99,13 @@ def denoise(
     positions = state.positions.to(torch.float32)
     positions[:, 0] = positions[:, 0] * (1.0 / frame_rate)
     cos, sin = transformer.rope(positions, dtype=dtype)  # (B, N, D), once per pass
+    n_max = max(len(active_branches(g.cfg, g.stg)) for g in guidance)
+    if b > 1:  # every guidance branch shares the positions; a batch of 1 broadcasts
+        cos, sin = cos.repeat(n_max, 1, 1), sin.repeat(n_max, 1, 1)
     strategy = SkipLayerStrategy(stg_mode)
     texts = {"uncond": (text.negative, text.negative_mask), "cond": (text.positive, text.positive_mask)}
     texts["perturbed"] = texts["cond"]
+    prepared: dict[tuple[str, ...], PreparedText] = {}  # the text side of the network, once per branch set and pass
     hard = None if state.strength is None else (state.strength > 1.0 - 1e-6).unsqueeze(-1)
 
     for i, (t, g) in enumerate(zip(steps, guidance)):
@@ -117,13 +121,17 @@ def denoise(
             skip_mask = skip_layer_mask(transformer.cfg.num_layers, n, b, g.blocks).to(
                 dtype=dtype, device=latents.device
             )
+        key = tuple(branches)
+        if key not in prepared:
+            prepared[key] = transformer.prepare_text(
+                torch.cat([texts[k][0] for k in branches]).to(dtype), torch.cat([texts[k][1] for k in branches])
+            )
         velocity = transformer(
             torch.cat([latents] * n).to(dtype),
             None,
             torch.cat([t_tok] * n),
-            torch.cat([texts[k][0] for k in branches]).to(dtype),
-            torch.cat([texts[k][1] for k in branches]),
-            rope=(cos.repeat(n, 1, 1), sin.repeat(n, 1, 1)),
+            prepared[key],
+            rope=(cos[: n * b], sin[: n * b]),
             skip_layer_mask=skip_mask,
             skip_layer_strategy=strategy if skip_mask is not None else None,
         )
