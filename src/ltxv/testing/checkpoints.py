@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors.torch import save_file
@@ -20,12 +21,14 @@ from ltxv.config import CheckpointConfig, SchedulerConfig, TransformerConfig, Up
 from ltxv.model.transformer import Transformer
 from ltxv.model.upsampler import LatentUpsampler
 from ltxv.model.vae import VideoVAE
+from ltxv.quant.fp8 import FP8, SCALE, is_fp8_linear_name, quantize_fp8
 from ltxv.testing.configs import TINY_2B, TINY_UPSAMPLER, TINY_VAE
 from ltxv.testing.random_weights import random_state_dict
 
 CHECKPOINT_NAME = "ltxv-tiny.safetensors"
 UPSAMPLER_NAME = "ltxv-tiny-spatial-upscaler.safetensors"
 TEXT_ENCODER_DIR = "text_encoder_t5"
+Fp8Layout = Literal["cast", "scaled"]
 
 
 def _meta(build: type[nn.Module], cfg: object) -> nn.Module:
@@ -42,23 +45,43 @@ def write_single_file(
     scheduler: SchedulerConfig | None = None,
     allowed_inference_steps: tuple[float, ...] | None = None,
     dtype: torch.dtype = torch.float32,
+    fp8: Fp8Layout | None = None,
 ) -> Path:
-    """Write a transformer + VAE single-file checkpoint in the official layout."""
+    """Write a transformer + VAE single-file checkpoint in the official layout.
+
+    ``fp8``: store the transformer blocks' attention and feed-forward weights in float8_e4m3fn, either ``"cast"``
+    (a plain cast of the ``dtype`` weight, no scale: Lightricks' ``-fp8`` files) or ``"scaled"`` (per-tensor absmax
+    quantisation with a ``<linear>.weight_scale`` float32 scalar each, what ``ltxv.quant.quantize_`` holds)."""
     cfg = CheckpointConfig(
         transformer=transformer,
         vae=vae,
         scheduler=scheduler or SchedulerConfig(sampler="LinearQuadratic"),
         allowed_inference_steps=allowed_inference_steps,
     )
-    tensors = {
-        "model.diffusion_model." + k: v
-        for k, v in random_state_dict(_meta(Transformer, transformer), seed, dtype).items()
-    }
+    weights = random_state_dict(_meta(Transformer, transformer), seed, dtype)
+    if fp8 is not None:
+        weights = _to_fp8(weights, fp8)
+    tensors = {"model.diffusion_model." + k: v for k, v in weights.items()}
     tensors |= {"vae." + k: v for k, v in random_state_dict(_meta(VideoVAE, vae), seed + 1, dtype).items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=cfg.to_metadata())
     return path
+
+
+def _to_fp8(weights: dict[str, torch.Tensor], layout: Fp8Layout) -> dict[str, torch.Tensor]:
+    if layout not in ("cast", "scaled"):
+        raise ValueError(f"fp8 must be 'cast' or 'scaled', got {layout!r}")
+    out: dict[str, torch.Tensor] = {}
+    for name, w in weights.items():
+        module = name.removesuffix(".weight")
+        if module == name or not is_fp8_linear_name(module):
+            out[name] = w
+        elif layout == "cast":
+            out[name] = w.to(FP8)
+        else:
+            out[name], out[f"{module}.{SCALE}"] = quantize_fp8(w)
+    return out
 
 
 def write_upsampler_file(
@@ -88,13 +111,15 @@ def write_tiny_kit(
     vae: VAEConfig = TINY_VAE,
     upsampler: UpsamplerConfig = TINY_UPSAMPLER,
     allowed_inference_steps: tuple[float, ...] | None = None,
+    fp8: Fp8Layout | None = None,
 ) -> TinyKit:
-    """Write a complete tiny model set (checkpoint, upsampler, T5 + tokenizer) into ``folder``; a few seconds."""
+    """Write a complete tiny model set (checkpoint, upsampler, T5 + tokenizer) into ``folder``; a few seconds.
+    ``fp8``: see :func:`write_single_file`."""
     from ltxv.testing.text import write_tiny_text_encoder
 
     folder = Path(folder)
     ckpt = write_single_file(
-        folder / CHECKPOINT_NAME, transformer, vae, seed=seed, allowed_inference_steps=allowed_inference_steps
+        folder / CHECKPOINT_NAME, transformer, vae, seed=seed, allowed_inference_steps=allowed_inference_steps, fp8=fp8
     )
     up = write_upsampler_file(folder / UPSAMPLER_NAME, upsampler, seed=seed)
     text = folder / TEXT_ENCODER_DIR

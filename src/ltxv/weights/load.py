@@ -5,6 +5,11 @@ A single file holds the transformer (``model.diffusion_model.*``) and the VAE (`
 its own. Every network is built on the meta device from the file's config, checked key by key and shape by shape
 against the header *before* any tensor data is read, then filled with ``load_state_dict(strict=True, assign=True)``.
 Any problem raises :class:`LoadError`; nothing is returned half-loaded.
+
+FP8: the transformer blocks' attention and feed-forward linears become :class:`~ltxv.quant.fp8.Fp8Linear` s on the
+meta model when the file stores them in float8_e4m3fn (Lightricks' ``-fp8`` files: plain casts, no scales; a 0-dim
+float32 ``<linear>.weight_scale`` each is read too), or when ``quantize="fp8"`` asks to quantise a bf16/fp32 file
+tensor by tensor as it is read.
 """
 
 from __future__ import annotations
@@ -21,8 +26,16 @@ from ltxv.config import CheckpointConfig, ConfigError, UpsamplerConfig, parse_me
 from ltxv.model.transformer import Transformer
 from ltxv.model.upsampler import LatentUpsampler
 from ltxv.model.vae import VideoVAE
+from ltxv.quant.fp8 import FP8, SCALE, Fp8Linear, fp8_linear_names, is_fp8_linear_name, quantize_fp8, swap_to_fp8
 from ltxv.weights.errors import LoadError
-from ltxv.weights.safetensors_file import SafetensorsHeader, read_header, read_tensors
+from ltxv.weights.safetensors_file import (
+    FLOAT8_DTYPES,
+    SafetensorsHeader,
+    TensorInfo,
+    cast_floating,
+    iter_tensors,
+    read_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +46,14 @@ VAE_PREFIX = "vae."
 _VAE_STATS = "per_channel_statistics."
 _VAE_STATS_USED = {"per_channel_statistics.mean-of-means", "per_channel_statistics.std-of-means"}
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+QUANTIZE_MODES = ("fp8",)
+# Side tensors of other quantised layouts (ComfyUI scaled fp8, static input scales, block-wise inverse scales): their
+# meaning is not a plain cast, so such files are refused by name rather than guessed at.
+_FOREIGN_QUANT_KEYS = frozenset({"scale_weight", "scale_input", "input_scale", "weight_scale_inv", "comfy_quant"})
+_FP8_HINT = (
+    "ltxv reads float8_e4m3fn weights of the transformer blocks' attention and feed-forward linears (as Lightricks' "
+    f"-fp8 files store them), optionally with a 0-dim float32 '<linear>.{SCALE}' each"
+)
 
 
 @dataclass
@@ -60,11 +81,24 @@ def load_module(
     device: torch.device | str,
 ) -> nn.Module:
     """Build ``build()`` on the meta device and fill it strictly from the file tensors ``names`` maps (file name ->
-    state-dict name)."""
+    state-dict name).
+
+    Float8 file tensors are accepted only as the ``weight`` of an :class:`Fp8Linear` of the built model, and kept as
+    stored. A scaled :class:`Fp8Linear` whose weight the file holds in higher precision is quantised as it is read,
+    one tensor at a time: cast to ``dtype`` first, so the result equals loading and then ``quantize_``.
+    """
     with torch.device("meta"):
         model = build()
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    given = {target: header.tensors[name].shape for name, target in names.items()}
+    stored = {target: header.tensors[name] for name, target in names.items()}
+    given = {target: info.shape for target, info in stored.items()}
+    fp8_layers = {n: m for n, m in model.named_modules() if isinstance(m, Fp8Linear)}
+    quantize = {
+        f"{n}.weight"
+        for n, m in fp8_layers.items()
+        if m.scaled and f"{n}.weight" in stored and stored[f"{n}.weight"].dtype not in FLOAT8_DTYPES
+    }
+    given |= {w.removesuffix("weight") + SCALE: () for w in quantize}  # produced by the quantisation, not the file
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
     if missing or unexpected:
@@ -79,12 +113,63 @@ def load_module(
     ]
     if wrong:
         raise LoadError(f"{header.path}: {what} tensor(s) of the wrong shape: {_listing(wrong, 3)}")
-    tensors = read_tensors(header, names, dtype=dtype)
+    _check_fp8_dtypes(header, stored, fp8_layers, quantize, what)
+    scales = {f"{n}.{SCALE}" for n, m in fp8_layers.items() if m.scaled}
+    tensors: dict[str, torch.Tensor] = {}
+    for target, t in iter_tensors(header, names):
+        if target in quantize:
+            tensors[target], tensors[target.removesuffix("weight") + SCALE] = quantize_fp8(cast_floating(t, dtype))
+        elif target in scales:
+            tensors[target] = t.float()  # a scale is not a weight: keep float32 whatever the compute dtype
+        else:
+            tensors[target] = cast_floating(t, dtype)
     model.load_state_dict(tensors, strict=True, assign=True)
     leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if leftover:  # a module state outside the state dict; a bug in ltxv, not in the file
         raise RuntimeError(f"{what}: tensors not materialised by the checkpoint: {_listing(leftover)}")
     return model.requires_grad_(False).eval().to(device)
+
+
+def _check_fp8_dtypes(
+    header: SafetensorsHeader,
+    stored: dict[str, TensorInfo],
+    fp8_layers: dict[str, Fp8Linear],
+    quantize: set[str],
+    what: str,
+) -> None:
+    weights = {f"{n}.weight" for n in fp8_layers}
+    misplaced = sorted(t for t, info in stored.items() if info.dtype in FLOAT8_DTYPES and t not in weights)
+    if misplaced:
+        raise LoadError(
+            f"{header.path}: {what} tensor(s) stored as float8 where ltxv has no fp8 layer: {_listing(misplaced)}; "
+            + _FP8_HINT
+        )
+    other = sorted(f"{w} is {stored[w].dtype}" for w in weights - quantize if stored[w].dtype != FP8)
+    if other:  # float8_e5m2, or a plain-cast layer given a high-precision weight (a bug in the caller's plan)
+        raise LoadError(f"{header.path}: {what} fp8 layer weight(s) of an unsupported dtype: {_listing(other, 3)}")
+
+
+def _stored_fp8(header: SafetensorsHeader, names: dict[str, str]) -> tuple[frozenset[str], bool]:
+    """The transformer linears (module names) the file stores in float8, and whether it stores a per-tensor
+    ``weight_scale`` for each of them. Other quantisation layouts are refused here by key name."""
+    dtypes = {target: header.tensors[name].dtype for name, target in names.items()}
+    foreign = sorted(t for t in dtypes if t.rsplit(".", 1)[-1] in _FOREIGN_QUANT_KEYS)
+    if foreign:
+        raise LoadError(
+            f"{header.path}: quantisation tensors of a layout ltxv does not read: {_listing(foreign)}; " + _FP8_HINT
+        )
+    linears = frozenset(
+        t.removesuffix(".weight")
+        for t, d in dtypes.items()
+        if d in FLOAT8_DTYPES and t.endswith(".weight") and is_fp8_linear_name(t.removesuffix(".weight"))
+    )
+    scaled = frozenset(t.removesuffix("." + SCALE) for t in dtypes if t.endswith("." + SCALE))
+    if scaled and scaled != linears:
+        raise LoadError(
+            f"{header.path}: '{SCALE}' entries must come with exactly the fp8 linear weights: {len(scaled)} "
+            f"scale(s) for {len(linears)} fp8 weight(s), unmatched: {_listing(sorted(scaled ^ linears))}"
+        )
+    return linears, bool(scaled)
 
 
 def _check_dtype(dtype: torch.dtype) -> None:
@@ -143,22 +228,39 @@ def load_models(
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    quantize: str | None = None,
 ) -> Models:
     """Load the transformer and VAE of an official single-file checkpoint, and optionally the latent upsampler.
 
-    ``dtype`` is the compute dtype every floating-point weight is cast to (float32, bfloat16 or float16). The returned
-    upsampler takes and returns *normalised* latents (it carries the VAE's per-channel statistics), as the multi-scale
-    pipeline uses it.
+    ``dtype`` is the compute dtype every floating-point weight is cast to (float32, bfloat16 or float16), fp8 weights
+    excepted. The returned upsampler takes and returns *normalised* latents (it carries the VAE's per-channel
+    statistics), as the multi-scale pipeline uses it.
+
+    ``quantize="fp8"`` quantises the transformer blocks' attention and feed-forward weights of a bf16/fp32 checkpoint
+    to float8_e4m3fn with a per-tensor scale as they are read. A checkpoint that stores them in fp8 already (the
+    ``-fp8`` files) is loaded as stored, fp8 weights kept, whatever ``quantize`` says; ``None`` means "as stored".
     """
     _check_dtype(dtype)
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be None or one of {list(QUANTIZE_MODES)}, got {quantize!r}")
     header = read_header(checkpoint)
     cfg = read_checkpoint_config(header)
     t_names, v_names = _split_single_file(header)
+    stored_fp8, scaled = _stored_fp8(header, t_names)
+    if stored_fp8 and quantize is not None:
+        log.info("%s stores %d fp8 linears; loaded as stored", header.path.name, len(stored_fp8))
     # Validate the upsampler file before the (large) single file is read, so a bad path fails fast.
     up_header = read_header(upsampler) if upsampler is not None else None
-    transformer = load_module(
-        header, lambda: Transformer(cfg.transformer), t_names, what="transformer", dtype=dtype, device=device
-    )
+
+    def build_transformer() -> Transformer:
+        model = Transformer(cfg.transformer)
+        if stored_fp8:  # names the model lacks stay out, so the strict key check reports them
+            swap_to_fp8(model, [n for n in fp8_linear_names(model) if n in stored_fp8], scaled=scaled)
+        elif quantize == "fp8":
+            swap_to_fp8(model, scaled=True)
+        return model
+
+    transformer = load_module(header, build_transformer, t_names, what="transformer", dtype=dtype, device=device)
     vae = load_module(header, lambda: VideoVAE(cfg.vae), v_names, what="VAE", dtype=dtype, device=device)
     up = None
     if up_header is not None:
@@ -171,5 +273,6 @@ def load_models(
         up.set_latent_statistics(
             stats["per_channel_statistics.mean-of-means"], stats["per_channel_statistics.std-of-means"]
         )
-    log.info("loaded %s (%s, %s)", header.path.name, dtype, device)
+    fp8 = "fp8 as stored" if stored_fp8 else ("fp8 quantised" if quantize else "")
+    log.info("loaded %s (%s, %s%s)", header.path.name, dtype, device, f", {fp8}" if fp8 else "")
     return Models(transformer=transformer, vae=vae, upsampler=up, config=cfg)  # type: ignore[arg-type]

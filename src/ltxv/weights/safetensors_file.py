@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ _DTYPES = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
+FLOAT8_DTYPES = frozenset(t for t in _DTYPES.values() if t.itemsize == 1 and t.is_floating_point)
 _MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
 
 
@@ -94,21 +95,28 @@ def read_header(path: str | Path) -> SafetensorsHeader:
     return SafetensorsHeader(path=path, metadata=dict(metadata), tensors=tensors)
 
 
-def read_tensors(
-    header: SafetensorsHeader, names: Mapping[str, str], dtype: torch.dtype | None = None
-) -> dict[str, torch.Tensor]:
-    """Read the tensors ``names`` maps from file name to wanted name, on the CPU; floating-point tensors are cast to
-    ``dtype`` one at a time as they are read, so the peak stays one tensor above the result."""
-    out: dict[str, torch.Tensor] = {}
+def iter_tensors(header: SafetensorsHeader, names: Mapping[str, str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(wanted name, tensor as stored)`` for the file tensors ``names`` maps, one at a time, on the CPU."""
     try:
         with safe_open(str(header.path), framework="pt", device="cpu") as f:
             for name, target in names.items():
                 t = f.get_tensor(name)
-                if dtype is not None and t.is_floating_point() and t.dtype != dtype:
-                    t = t.to(dtype)
-                out[target] = t
-    except LoadError:
-        raise
+                yield target, t
     except Exception as e:  # the header was valid, so this is corruption inside the data or I/O trouble
         raise LoadError(f"{header.path}: could not read tensor data: {e}") from e
-    return out
+
+
+def cast_floating(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``t`` in ``dtype`` if it is a floating-point tensor that is not float8; anything else as it is (fp8 weights
+    are quantised state, not a storage precision to convert)."""
+    if dtype is None or not t.is_floating_point() or t.dtype in FLOAT8_DTYPES or t.dtype == dtype:
+        return t
+    return t.to(dtype)
+
+
+def read_tensors(
+    header: SafetensorsHeader, names: Mapping[str, str], dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
+    """Read the tensors ``names`` maps from file name to wanted name, on the CPU; floating-point tensors other than
+    float8 ones are cast to ``dtype`` one at a time as they are read, so the peak stays one tensor above the result."""
+    return {target: cast_floating(t, dtype) for target, t in iter_tensors(header, names)}
