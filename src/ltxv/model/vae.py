@@ -9,6 +9,9 @@ resnets may be conditioned on a decode timestep; the 0.9.1 decoder also adds see
 
 from __future__ import annotations
 
+import logging
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,9 +28,13 @@ from ltxv.model.vae_blocks import (
     modulation,
     randn,
 )
+from ltxv.model.vae_stream import can_stream, decode_stream
 
 _STRIDES = {"time": (2, 1, 1), "space": (1, 2, 2), "all": (2, 2, 2)}
 _LOGVAR_CLAMP = (-30.0, 20.0)  # diffusers' DiagonalGaussianDistribution
+_AUTO_CHUNK = 1  # latent frames per streaming step by default: the smallest window, measured as fast as larger ones
+
+logger = logging.getLogger(__name__)
 
 
 def _stride(kind: str) -> tuple[int, int, int]:
@@ -155,18 +162,26 @@ class Decoder(nn.Module):
     ) -> torch.Tensor:
         """Raw latents (B, C, F', H', W') and decode timesteps (B,) (conditioned decoders only) -> video."""
         x = self.conv_in(z, self.causal)
-        t = None
-        if self.timestep_conditioning:
-            if timestep is None:
-                raise ValueError("this VAE decoder is timestep-conditioned: pass a decode timestep (e.g. 0.05)")
-            t = timestep * self.timestep_scale_multiplier  # (B,)
+        t = self.scaled_timestep(timestep)
         for block in self.up_blocks:
             x = block(x, self.causal, t, generator)
         x = self.conv_norm_out(x)
         if t is not None:
             shift, scale = modulation(self.last_scale_shift_table, self.last_time_embedder(t, x.dtype))
             x = x * (1 + scale) + shift
-        return _unpatchify(self.conv_out(F.silu(x), self.causal), self.patch_size)
+        return self.unpatchify(self.conv_out(F.silu(x), self.causal))
+
+    def scaled_timestep(self, timestep: torch.Tensor | None) -> torch.Tensor | None:
+        """Decode timesteps (B,) -> what the resnets' embedders take (B,); None for unconditioned decoders."""
+        if not self.timestep_conditioning:
+            return None
+        if timestep is None:
+            raise ValueError("this VAE decoder is timestep-conditioned: pass a decode timestep (e.g. 0.05)")
+        return timestep * self.timestep_scale_multiplier
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """conv_out's frames (B, 3*p*p, F, H, W) -> video frames (B, 3, F, H*p, W*p)."""
+        return _unpatchify(x, self.patch_size)
 
 
 class _Stats(nn.Module):
@@ -234,14 +249,33 @@ class VideoVAE(nn.Module):
         return self.normalize(z)
 
     def decode(
-        self, z: torch.Tensor, timestep: float | torch.Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        z: torch.Tensor,
+        timestep: float | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        chunk_frames: int | Literal["auto"] | None = "auto",
     ) -> torch.Tensor:
         """Normalised latents (B, C, F', H', W') -> video (B, 3, 8(F'-1)+1, 32H', 32W') in [-1, 1] (not clamped).
 
         ``timestep`` (a float or (B,)) is required by timestep-conditioned decoders and ignored by the others; the
-        0.9.1 decoder's noise comes from ``generator`` (the global RNG when None, as the reference)."""
+        0.9.1 decoder's noise comes from ``generator`` (the global RNG when None, as the reference).
+
+        ``chunk_frames``: None decodes in one shot; an int streams that many latent frames per step through the
+        decoder (:mod:`ltxv.model.vae_stream`): the same output, computed frame by frame with the same arithmetic,
+        in a working memory of the output plus a few frames per layer instead of every layer's whole activation.
+        "auto" streams one latent frame per step when the clip has more than two latent frames and the decoder can
+        stream (not GroupNorm, whose statistics span all frames), and decodes in one shot otherwise."""
         t = None
         if self.decoder.timestep_conditioning and timestep is not None:
             t = torch.as_tensor(timestep, dtype=torch.float32, device=z.device)
             t = t.expand(z.shape[0]) if t.ndim == 0 else t
-        return self.decoder(self.denormalize(z), t, generator)
+        z = self.denormalize(z)
+        if chunk_frames == "auto":
+            chunk_frames = _AUTO_CHUNK if z.shape[2] > 2 and can_stream(self.decoder) else None
+        if chunk_frames is None:
+            return self.decoder(z, t, generator)
+        if not can_stream(self.decoder):
+            logger.warning("GroupNorm VAE decoder: cannot stream exactly, decoding in one shot")
+            return self.decoder(z, t, generator)
+        return decode_stream(self.decoder, z, self.decoder.scaled_timestep(t), generator, chunk_frames)
