@@ -142,6 +142,7 @@ def fake_library(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
 
     def save_output(path: Any, video: torch.Tensor, latents: torch.Tensor, **kwargs: Any) -> None:
         log.saved.append((Path(path), video, kwargs))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # as the real writer does
         Path(path).write_bytes(b"")
 
     def write_png(path: Any, image: torch.Tensor) -> None:
@@ -181,7 +182,9 @@ def test_generate_builds_the_request_and_writes_where_the_reference_would(
         "text_encoder": "PixArt-alpha/PixArt-XL-2-1024-MS",
         "dtype": torch.float32,
         "device": "cpu",
-        "offload_text_encoder": False,
+        "residency": "resident",
+        "quantize": None,
+        "compile": False,
     }
     expected = GenerationRequest(
         "A cat playing piano",
@@ -219,7 +222,9 @@ def test_generate_overrides_and_video_to_video(tmp_path: Path, fake_library: Any
         "text_encoder": "t5dir",
         "dtype": torch.bfloat16,
         "device": "cpu",
-        "offload_text_encoder": True,
+        "residency": "offload-text",
+        "quantize": None,
+        "compile": False,
     }
     (request,) = pipe.requests
     assert (request.input_media, request.denoise_strength, request.media_preprocess) == (src, 0.6, False)
@@ -332,14 +337,6 @@ def test_load_errors_are_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
         "downloaded\n"
     )
     assert not (tmp_path / "o").exists()
-
-
-def test_progress_without_tqdm(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setitem(sys.modules, "tqdm", None)  # import fails
-    step = cli.progress()
-    for i in range(3):
-        step(i, 3, 1.0 - i / 3)
-    assert capsys.readouterr().err == "\rstep 1/3 t=1.0000\rstep 2/3 t=0.6667\rstep 3/3 t=0.3333\n"
 
 
 def test_demo_with_given_weights(tmp_path: Path, fake_library: Any) -> None:

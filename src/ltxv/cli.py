@@ -13,8 +13,12 @@ from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from tqdm import tqdm
+
 from ltxv.pipelines.presets import PRESETS, load_recipe, pipeline_args
 from ltxv.pipelines.request import ConditioningMedia, GenerationRequest, Recipe, RequestError, padded_size
+from ltxv.runtime.residency import MODES
 from ltxv.weights.errors import LoadError
 
 if TYPE_CHECKING:
@@ -47,6 +51,9 @@ _MODEL_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("dtype", {"choices": ["float32", "bfloat16"], "help": "default: bfloat16 on CUDA if the recipe asks, else fp32"}),
     ("device", {"help": "default: cuda if available, else cpu"}),
     ("seed", {"type": int, "default": GenerationRequest.seed}),
+    ("residency", {"choices": MODES, "help": "which models stay on the device between stages (default resident)"}),
+    ("quantize", {"choices": ["fp8"], "help": "quantise the transformer's block linears to fp8 at load"}),
+    ("compile", {"action": "store_true", "help": "torch.compile the transformer (compile time reported apart)"}),
 )
 
 
@@ -113,15 +120,12 @@ def load(a: argparse.Namespace, recipe: Recipe) -> Pipeline:
     from ltxv.pipelines.generate import load_pipeline
 
     args = pipeline_args(recipe, **{k: getattr(a, k) for k in (*_MODELS, "dtype", "device")})
-    return load_pipeline(**args, offload_text_encoder=getattr(a, "offload_to_cpu", False))
+    residency = a.residency or ("offload-text" if getattr(a, "offload_to_cpu", False) else "resident")
+    return load_pipeline(**args, residency=residency, quantize=a.quantize, compile=a.compile)
 
 
 def progress() -> StepCallback:
-    """One bar per denoising pass: tqdm if installed, else a plain stderr line."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return lambda i, n, t: print(f"\rstep {i + 1}/{n} t={t:.4f}", end="\n" if i + 1 == n else "", file=sys.stderr)
+    """One bar per denoising pass (tqdm comes with huggingface_hub)."""
     bars: list[Any] = []
 
     def step(i: int, n: int, t: float) -> None:
@@ -138,8 +142,7 @@ def progress() -> StepCallback:
 def render(pipe: Pipeline, request: GenerationRequest, out: Path) -> None:
     from ltxv.io.video import save_output
 
-    result = pipe.generate(request, callback=progress())
-    out.parent.mkdir(parents=True, exist_ok=True)
+    result = pipe.generate(request, callback=progress())  # logs the memory estimate first, the compile time later
     save_output(out, result.video, result.latents, fps=request.frame_rate)
     print(f"wrote {out}")
 
@@ -152,14 +155,11 @@ def cmd_generate(a: argparse.Namespace) -> None:
         raise RequestError(f"--out must end in .mp4, .safetensors, or .png for one frame (--num-frames 1), got {a.out}")
     if (padded := padded_size(h, w, f)) != (h, w, f):
         log.warning("Padded dimensions: %dx%dx%d (generated at this size, then cropped to %dx%dx%d)", *padded, h, w, f)
-    pipe = load(a, request.recipe)
-    folder = Path(a.output_path or f"outputs/{date.today():%Y-%m-%d}")
-    render(pipe, request, Path(a.out) if a.out else output_file(folder, request))
+    out = Path(a.out) if a.out else output_file(Path(a.output_path or f"outputs/{date.today():%Y-%m-%d}"), request)
+    render(load(a, request.recipe), request, out)
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
-    import torch
-
     from ltxv.io.video import write_png
 
     out_dir, tiny = Path(a.out_dir), a.checkpoint is None
@@ -191,6 +191,7 @@ def cmd_make_tiny(a: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")  # no-op if already configured
+    logging.getLogger("ltxv").setLevel(logging.INFO)  # what was loaded, the memory estimate, the compile time
     try:
         args.run(args)
     except (RequestError, LoadError) as e:

@@ -18,11 +18,14 @@ from pathlib import Path
 import torch
 
 from ltxv.config import SchedulerConfig
-from ltxv.pipelines.denoise import StepCallback
+from ltxv.pipelines.denoise import StepCallback, per_step_guidance
 from ltxv.pipelines.media import load_request_media
 from ltxv.pipelines.request import GenerationRequest, RequestError, padded_size
 from ltxv.pipelines.stages import PassMedia, Streams, decode, encode_text, pass_timesteps, resize_frames, run_pass
+from ltxv.runtime.compile import CompileStats, compile_transformer
+from ltxv.runtime.estimate import MemoryEstimate, PassShape, estimate_memory
 from ltxv.runtime.residency import Residency
+from ltxv.sampling.guidance import active_branches
 from ltxv.sampling.latent_ops import adain
 from ltxv.text.t5 import TextEncoder
 from ltxv.weights.load import Models, load_models
@@ -43,17 +46,76 @@ class Pipeline:
         text_encoder: TextEncoder,
         device: torch.device | str = "cpu",
         *,
-        offload_text_encoder: bool = False,
+        residency: str = "resident",
+        compile: bool = False,
     ) -> None:
+        """``residency``: see :mod:`ltxv.runtime.residency` (the models are expected where its ``home`` says, as
+        :func:`load_pipeline` puts them). ``compile``: ``torch.compile`` the transformer; the compile time is kept
+        apart in ``compile_stats``."""
         self.models = models
         self.text_encoder = text_encoder
         self.device = torch.device(device)
-        self.residency = Residency(self.device, offload_text_encoder=offload_text_encoder)
+        self.residency = Residency(self.device, residency)
+        self.compile_stats: CompileStats | None = compile_transformer(models.transformer) if compile else None
 
     def scheduler_config(self, sampler: str) -> SchedulerConfig:
         if sampler in ("from_checkpoint", "", None):
             return self.models.config.scheduler
         return SchedulerConfig(sampler="Uniform" if sampler.lower() == "uniform" else "LinearQuadratic")
+
+    def pass_sizes(self, request: GenerationRequest) -> list[tuple[int, int]]:
+        """(height, width) of each denoising pass: the padded size, or the multi-scale recipe's two sizes."""
+        height, width, _ = padded_size(request.height, request.width, request.num_frames)
+        recipe = request.recipe
+        if recipe.pipeline_type == "base":
+            return [(height, width)]
+        s = self.models.vae.spatial_compression
+        h1 = int(height * recipe.downscale_factor) // s * s
+        w1 = int(width * recipe.downscale_factor) // s * s
+        if min(h1, w1) < s:
+            raise RequestError(f"{height}x{width} is too small for multi-scale: the first pass would be {h1}x{w1}")
+        return [(h1, w1), (2 * h1, 2 * w1)]
+
+    def pass_timesteps(self, request: GenerationRequest, i: int, h: int, w: int, from_source: bool) -> torch.Tensor:
+        """The timesteps pass ``i`` runs at (h, w); ``from_source``: it starts from an encoded source video."""
+        m, recipe = self.models, request.recipe
+        frames = padded_size(request.height, request.width, request.num_frames)[2]
+        s = m.vae.spatial_compression
+        n_tokens = ((frames - 1) // m.vae.temporal_compression + 1) * (h // s) * (w // s)
+        scheduler = self.scheduler_config(recipe.sampler)
+        ts = pass_timesteps(scheduler, recipe.passes[i], n_tokens, m.config.allowed_inference_steps)
+        if request.denoise_strength is not None and from_source:
+            ts = ts[ts <= request.denoise_strength + 1e-6]
+            if ts.numel() == 0:
+                raise RequestError(f"denoise_strength {request.denoise_strength} is below every step of the schedule")
+        return ts
+
+    def memory_estimate(self, request: GenerationRequest, media: PassMedia | None = None) -> MemoryEstimate:
+        """The device-memory estimate of ``request`` under this pipeline's residency mode (closed forms, instant;
+        ``media``: the request's loaded media, loaded here if not given)."""
+        request.validate()
+        height, width, frames = padded_size(request.height, request.width, request.num_frames)
+        media = media or load_request_media(request, height, width, frames)
+        s = self.models.vae.spatial_compression
+        shapes = []
+        for i, (h, w) in enumerate(self.pass_sizes(request)):
+            from_source = i == 0 and media.source is not None
+            steps = self.pass_timesteps(request, i, h, w, from_source).tolist()
+            guidance = per_step_guidance(request.recipe.passes[i], steps)
+            # Appended tokens: one latent frame per later keyframe, the two prefix latent frames per later video.
+            appended = sum((1 if m.shape[2] == 1 else 2) for m, frame, _ in media.conditioning if frame > 0)
+            shapes.append(
+                PassShape(
+                    height=h,
+                    width=w,
+                    branches=max(len(active_branches(g.cfg, g.stg)) for g in guidance),
+                    per_token_timesteps=bool(media.conditioning),
+                    appended_tokens=appended * (h // s) * (w // s),
+                    encode_frames=tuple(m.shape[2] for m, _, _ in media.conditioning)
+                    + ((frames,) if from_source else ()),
+                )
+            )
+        return estimate_memory(self.models, self.text_encoder, self.residency.mode, num_frames=frames, passes=shapes)
 
     @torch.inference_mode()
     def generate(self, request: GenerationRequest, *, callback: StepCallback | None = None) -> GenerationResult:
@@ -63,62 +125,53 @@ class Pipeline:
         if recipe.pipeline_type == "multi-scale" and m.upsampler is None:
             raise RequestError("the multi-scale recipe needs a latent upsampler (give an upsampler file)")
         height, width, frames = padded_size(request.height, request.width, request.num_frames)
+        sizes = self.pass_sizes(request)
         media = load_request_media(request, height, width, frames)
+        log.info("%s", self.memory_estimate(request, media).summary())
         streams = Streams.from_seed(request.seed, self.device)
-        self.residency.text_encoder_ready(self.text_encoder)
-        text = encode_text(self.text_encoder, request.prompt, request.negative_prompt)
-        self.residency.text_encoder_done(self.text_encoder)
-        scheduler = self.scheduler_config(recipe.sampler)
-        allowed = m.config.allowed_inference_steps
-        s = m.vae.spatial_compression
+        use = self.residency.use
+        with use(text_encoder=self.text_encoder):
+            text = encode_text(self.text_encoder, request.prompt, request.negative_prompt)
 
-        def one_pass(i: int, h: int, w: int, pm: PassMedia, init: torch.Tensor | None) -> torch.Tensor:
-            settings = recipe.passes[i]
-            n_tokens = ((frames - 1) // m.vae.temporal_compression + 1) * (h // s) * (w // s)
-            ts = pass_timesteps(scheduler, settings, n_tokens, allowed)
-            if request.denoise_strength is not None and pm.source is not None:
-                ts = ts[ts <= request.denoise_strength + 1e-6]
-                if ts.numel() == 0:
-                    raise RequestError(
-                        f"denoise_strength {request.denoise_strength} is below every step of the schedule"
-                    )
-            return run_pass(
-                m.transformer,
-                m.vae,
-                text,
-                settings,
-                ts,
-                height=h,
-                width=w,
-                num_frames=frames,
-                frame_rate=request.frame_rate,
-                media=pm,
-                init_latents=init,
-                streams=streams,
-                stg_mode=recipe.stg_mode,
-                image_cond_noise_scale=request.image_cond_noise_scale,
-                callback=callback,
-            )
+        def one_pass(i: int, pm: PassMedia, init: torch.Tensor | None) -> torch.Tensor:
+            h, w = sizes[i]
+            ts = self.pass_timesteps(request, i, h, w, pm.source is not None)
+            with use(transformer=m.transformer, vae=m.vae if pm.source is not None or pm.conditioning else None):
+                return run_pass(
+                    m.transformer,
+                    m.vae,
+                    text,
+                    recipe.passes[i],
+                    ts,
+                    height=h,
+                    width=w,
+                    num_frames=frames,
+                    frame_rate=request.frame_rate,
+                    media=pm,
+                    init_latents=init,
+                    streams=streams,
+                    stg_mode=recipe.stg_mode,
+                    image_cond_noise_scale=request.image_cond_noise_scale,
+                    callback=callback,
+                )
 
-        if recipe.pipeline_type == "base":
-            latents = one_pass(0, height, width, media, None)
+        if len(sizes) == 1:
+            latents = one_pass(0, media, None)
         else:
-            h1 = int(height * recipe.downscale_factor) // s * s
-            w1 = int(width * recipe.downscale_factor) // s * s
-            if min(h1, w1) < s:
-                raise RequestError(f"{height}x{width} is too small for multi-scale: the first pass would be {h1}x{w1}")
-            low = one_pass(0, h1, w1, media, None)
-            up = adain(m.upsampler(low), low)  # type: ignore[misc]
-            latents = one_pass(1, 2 * h1, 2 * w1, PassMedia(conditioning=media.conditioning), up)
+            low = one_pass(0, media, None)
+            with use(upsampler=m.upsampler):
+                up = adain(m.upsampler(low), low)  # type: ignore[misc]
+            latents = one_pass(1, PassMedia(conditioning=media.conditioning), up)
         last = recipe.passes[-1]
-        video = decode(
-            m.vae,
-            latents,
-            decode_timestep=recipe.decode_timestep,
-            decode_noise_scale=recipe.decode_noise_scale,
-            tone_map_ratio=last.tone_map_compression_ratio,
-            streams=streams,
-        )
+        with use(vae=m.vae):
+            video = decode(
+                m.vae,
+                latents,
+                decode_timestep=recipe.decode_timestep,
+                decode_noise_scale=recipe.decode_noise_scale,
+                tone_map_ratio=last.tone_map_compression_ratio,
+                streams=streams,
+            )
         video = resize_frames(video, height, width)
         top, left = (height - request.height) // 2, (width - request.width) // 2
         video = video[0, :, : request.num_frames, top : top + request.height, left : left + request.width]
@@ -132,15 +185,22 @@ def load_pipeline(
     text_encoder: str | Path | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
-    offload_text_encoder: bool = False,
+    residency: str = "resident",
+    quantize: str | None = None,
+    compile: bool = False,
 ) -> Pipeline:
     """Load the models once; call ``generate`` as often as needed. Names of released files resolve via the hub.
-    ``offload_text_encoder`` keeps T5 on the CPU except while it encodes."""
+
+    ``residency``: "resident", "offload-text" (T5 on the CPU except while it encodes) or "sequential" (every model on
+    the CPU except during its stage), :mod:`ltxv.runtime.residency`. ``quantize="fp8"``: the transformer blocks'
+    linears quantised to float8_e4m3fn as they are read (fp8 files load as stored anyway). ``compile``:
+    ``torch.compile`` the transformer (opt-in; its compile time is reported apart, ``Pipeline.compile_stats``)."""
+    policy = Residency(device, residency)  # validates the mode before anything is read
     from ltxv.weights.hub import resolve
 
     ckpt = resolve(checkpoint, "checkpoint")
     up = resolve(upsampler, "upsampler") if upsampler is not None else None
     text = resolve(text_encoder or "PixArt-alpha/PixArt-XL-2-1024-MS", "text_encoder")
-    models = load_models(ckpt, upsampler=up, dtype=dtype, device=device)
-    encoder = TextEncoder.from_pretrained(text, dtype=dtype, device=device)
-    return Pipeline(models, encoder, device, offload_text_encoder=offload_text_encoder)
+    models = load_models(ckpt, upsampler=up, dtype=dtype, device=policy.home("transformer"), quantize=quantize)
+    encoder = TextEncoder.from_pretrained(text, dtype=dtype, device=policy.home("text_encoder"))
+    return Pipeline(models, encoder, device, residency=residency, compile=compile)

@@ -1,26 +1,110 @@
-"""Which model lives on which device, and when. Pipelines ask this object; they never move models themselves."""
+"""Which model lives on which device, and when. Pipelines ask this object; they never move models themselves.
+
+Three modes:
+
+* ``resident``: every model stays on the compute device (fastest; the device holds all weights at once).
+* ``offload-text``: T5 (about 9.5 GB in bf16 for the XXL encoder) lives on the CPU and visits the compute device only
+  to encode the prompts, like the reference's ``--offload_to_cpu``; the other models stay resident.
+* ``sequential``: every model (T5, transformer, upsampler, VAE) lives on the CPU and visits the compute device only
+  for its stage, so the device peak is the largest stage's models plus its activations, not the sum of all weights.
+
+A model's host copy is kept when it first goes to the device, so sending it back is a pointer swap, not a copy: the
+weights are read-only during inference. With a CUDA device the host copies are pinned and the uploads are
+``non_blocking``: they are queued on the current stream before the stage's kernels, which therefore see complete
+weights, and the pinned source is never written, so the asynchronous copy is safe.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
+from torch import nn
 
-from ltxv.text.t5 import TextEncoder
+if TYPE_CHECKING:
+    from ltxv.text.t5 import TextEncoder
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["resident", "offload-text", "sequential"]
+MODES: tuple[str, ...] = get_args(Mode)
+Role = Literal["text_encoder", "transformer", "upsampler", "vae"]
 
 
-@dataclass
 class Residency:
-    """``offload_text_encoder``: T5 (about 9.5 GB in bf16 for the XXL encoder) is brought to the compute device only
-    to encode the prompts and sent back to the CPU right after, like the reference's ``--offload_to_cpu``."""
+    """The residency policy of one pipeline. ``use(role=model, ...)`` brings models to ``compute`` for a stage and,
+    when the mode offloads them, sends them back to the CPU after it. ``trace`` records every decision in order,
+    ``("load" | "unload", role)``, also where a move is a no-op (a CPU compute device), so the policy is testable
+    anywhere."""
 
-    compute: torch.device
-    offload_text_encoder: bool = False
+    def __init__(self, compute: torch.device | str, mode: str = "resident") -> None:
+        if mode not in MODES:
+            raise ValueError(f"residency must be one of {list(MODES)}, got {mode!r}")
+        self.compute = torch.device(compute)
+        self.mode = mode
+        self.storage = torch.device("cpu")
+        self.trace: list[tuple[str, str]] = []
+        self._host: dict[nn.Module, dict[str, torch.Tensor]] = {}  # host copy of every tensor of a moved module
 
-    def text_encoder_ready(self, encoder: TextEncoder) -> None:
-        if encoder.device != self.compute:
-            encoder.to(self.compute)
+    def offloads(self, role: str) -> bool:
+        return offloads(self.mode, role)
 
-    def text_encoder_done(self, encoder: TextEncoder) -> None:
-        if self.offload_text_encoder and encoder.device.type != "cpu":
-            encoder.to("cpu")
+    def home(self, role: str) -> torch.device:
+        """Where the model of ``role`` lives between its stages, hence where to load it."""
+        return self.storage if self.offloads(role) else self.compute
+
+    @contextmanager
+    def use(self, **models: nn.Module | TextEncoder | None) -> Iterator[None]:
+        """Run the body with the given models (None ones skipped) on the compute device."""
+        given = {role: m for role, m in models.items() if m is not None}
+        for role, m in given.items():
+            self.trace.append(("load", role))
+            self._move(_module(m), self.compute)
+        try:
+            yield
+        finally:
+            for role, m in given.items():
+                if self.offloads(role):
+                    self.trace.append(("unload", role))
+                    self._move(_module(m), self.storage)
+
+    def _move(self, module: nn.Module, device: torch.device) -> None:
+        if _same(self.compute, self.storage):
+            return
+        host = self._host.setdefault(module, {})
+        pin = self.compute.type == "cuda"
+        for name, t in _tensors(module):
+            if _same(t.device, device):
+                continue
+            if name not in host:  # first move: keep the host copy (pinned for fast, asynchronous uploads)
+                on_host = _same(t.device, self.storage)
+                if on_host and (t.is_pinned() or not pin):
+                    host[name] = t.data
+                else:  # not pinned yet, or loaded onto the device directly
+                    host[name] = torch.empty_like(t, device=self.storage, pin_memory=pin).copy_(t)
+            if _same(device, self.storage):
+                t.data = host[name]
+            else:
+                t.data = host[name].to(device, non_blocking=pin)
+
+
+def offloads(mode: str, role: str) -> bool:
+    """Whether ``mode`` keeps the model of ``role`` on the CPU between its stages."""
+    return mode == "sequential" or (mode == "offload-text" and role == "text_encoder")
+
+
+def _module(m: nn.Module | TextEncoder) -> nn.Module:
+    return m if isinstance(m, nn.Module) else m.model  # a TextEncoder wraps its transformers module
+
+
+def _tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    yield from module.named_parameters()
+    yield from ((f"buffer:{n}", b) for n, b in module.named_buffers() if b is not None)
+
+
+def _same(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` are the same device here (torch compares them unequal)."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)

@@ -1,0 +1,218 @@
+"""Device-memory estimates before a run: weights per model, working memory per stage, and the device peak under the
+residency mode. Closed forms, instant, from the loaded modules and the request's sizes; nothing runs.
+
+Notation: ``s`` bytes per element of the compute dtype, ``B`` = batch x guidance branches (the branches run as one
+batch), ``N`` tokens of a pass, ``D`` the transformer width, ``L`` text tokens (256).
+
+* Weights: the exact bytes of every parameter and buffer (an fp8 weight counts 1 byte per element).
+* Transformer (one forward of a pass; attention is SDPA's flash / memory-efficient path, so no N x N matrix):
+  ``U = B N D s``; the residual stream plus the six D-wide tensors alive at a block's peak (in self-attention the
+  normalised input, q, k, v, the attention output and its projection; in the MLP the normalised input, the 4D hidden
+  and the output) make ``7 U``; with per-token timesteps (any conditioning item) the AdaLN modulation is per token,
+  ``6 D`` plus the ``D`` embedding and one table row built on use: ``8 U`` more. Plus the RoPE tables, ``2 N D s`` per
+  distinct position set, and the cached cross-attention keys/values of every block, ``layers x 2 B L D s``.
+* VAE, one shot: the widest activation ``A`` (channels x frames x height x width x s over the decoder's stages: the
+  last stage at full frame count dominates, 128 channels at 1/4 of the pixel size for 0.9.5+) times 5 (a resnet's
+  input, normalised/modulated copy, SiLU, padded conv input and conv output), plus twice the output video (conv_out
+  and its unpatchified copy). Encoding is costed the same way on the mirrored grid.
+* VAE, streaming (``VideoVAE.decode(chunk_frames=...)``): the output video plus a window: every temporal conv keeps
+  two input frames and every residual queues about two frames, per stage, and the frames of one push (a latent frame
+  is 2^k frames after k time doublings) go through one resnet at a time (5 copies).
+* Latent upsampler: its widest tensor, ``mid_channels`` on the upsampled grid, times 4 (a res-block's input, conv
+  output, normalised copy, SiLU), plus the pixel-shuffle's pre-shuffle copy.
+* Device peak per stage = the weights on the device during it (the stage's own models plus every model the mode
+  keeps resident) + the stage's working memory; the run's peak is the largest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from ltxv.config import TransformerConfig, UpsamplerConfig, VAEConfig
+from ltxv.quant.fp8 import module_bytes
+from ltxv.runtime.residency import offloads
+
+log = logging.getLogger(__name__)
+
+TEXT_TOKENS = 256
+BLOCK_TENSORS = 7  # D-wide (B, N, D) tensors alive at a transformer block's peak (see the module docstring)
+TOKEN_MODULATION_TENSORS = 8  # extra D-wide tensors when timesteps are per token (6D modulation + D embedding + 1)
+RESNET_COPIES = 5  # activation-sized tensors alive in a VAE resnet (input, norm, SiLU, padded input, conv output)
+UPSAMPLER_COPIES = 4
+STREAM_PUSH_COPIES = 5
+STREAM_CARRIED_FRAMES = 4  # frames a streamed resnet carries between pushes (two per conv buffer, two queued)
+
+
+@dataclass(frozen=True)
+class PassShape:
+    """One denoising pass as the estimate needs it."""
+
+    height: int  # pixels
+    width: int
+    branches: int  # guidance branches run as one batch (1 to 3)
+    per_token_timesteps: bool = False  # any conditioning item: per-token AdaLN modulation
+    appended_tokens: int = 0  # keyframe tokens appended to the video's
+    encode_frames: tuple[int, ...] = ()  # pixel frame counts of the media the VAE encodes at this pass's size
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    name: str
+    models: tuple[str, ...]  # the models the stage runs
+    working: int  # bytes: activations and temporaries
+    device_peak: int  # bytes: weights on the device during the stage + ``working``
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    mode: str  # the residency mode
+    weights: dict[str, int]  # bytes per model role
+    stages: tuple[StageEstimate, ...]
+    decode_streaming: bool
+
+    @property
+    def peak(self) -> int:
+        return max(s.device_peak for s in self.stages)
+
+    @property
+    def peak_stage(self) -> str:
+        return max(self.stages, key=lambda s: s.device_peak).name
+
+    def summary(self) -> str:
+        """One line, e.g. ``memory estimate (sequential): peak 12.3 GiB in pass2; weights transformer 3.9, ...``."""
+        w = ", ".join(f"{k} {_gib(v)}" for k, v in self.weights.items())
+        st = ", ".join(f"{s.name} {_gib(s.working)}" for s in self.stages)
+        decode = "streaming" if self.decode_streaming else "one-shot"
+        return (
+            f"memory estimate ({self.mode}): device peak {_gib(self.peak)} GiB in {self.peak_stage}; "
+            f"weights {w}; working {st} GiB ({decode} decode)"
+        )
+
+
+def transformer_bytes(
+    cfg: TransformerConfig, tokens: int, samples: int, elem: int, *, per_token: bool, batch: int = 1
+) -> int:
+    """Working memory of one forward over ``samples`` = batch x branches sequences of ``tokens`` tokens."""
+    d = cfg.inner_dim
+    u = samples * tokens * d * elem
+    blocks = (BLOCK_TENSORS + (TOKEN_MODULATION_TENSORS if per_token else 0)) * u
+    rope = 2 * tokens * d * elem * (1 if batch == 1 else samples)  # a batch of 1 shares one table over branches
+    text = cfg.num_layers * 2 * samples * TEXT_TOKENS * d * elem
+    latents = 4 * samples * tokens * cfg.in_channels * 4  # inputs, velocity and the float32 latent state
+    return blocks + rope + text + latents
+
+
+def decoder_stages(cfg: VAEConfig, frames: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """(channels, frames, height, width) of the decoder's activation after conv_in and after each block, for a latent
+    grid of ``frames`` x ``height`` x ``width`` (the channel and grid bookkeeping of ``model.vae.Decoder``)."""
+    blocks = tuple(reversed(cfg.decoder_blocks))
+    c = cfg.decoder_base_channels
+    for b in blocks:
+        c *= (b.multiplier or 2) if b.kind == "res_x_y" else (b.multiplier or 1) if b.kind.startswith("compress") else 1
+    f, h, w = frames, height, width
+    out = [(c, f, h, w)]
+    for b in blocks:
+        if b.kind == "res_x_y":
+            c //= b.multiplier or 2
+        elif b.kind == "compress_all":
+            c, f, h, w = c // (b.multiplier or 1), 2 * f - 1, 2 * h, 2 * w
+        elif b.kind == "compress_time":
+            f = 2 * f - 1
+        elif b.kind == "compress_space":
+            h, w = 2 * h, 2 * w
+        out.append((c, f, h, w))
+    return out
+
+
+def vae_bytes(cfg: VAEConfig, frames: int, height: int, width: int, elem: int, *, streaming: bool) -> int:
+    """Working memory of decoding a latent grid ``frames`` x ``height`` x ``width`` (or of encoding the video it
+    decodes to, one shot). Includes the output video."""
+    stages = decoder_stages(cfg, frames, height, width)
+    _, f, h, w = stages[-1]
+    p = cfg.patch_size
+    out = cfg.out_channels * f * h * p * w * p * elem
+    if not streaming:
+        return RESNET_COPIES * max(math.prod(s) for s in stages) * elem + 2 * out
+    # decode_stream's default window (chunk_frames=1): the output bytes of one latent frame. Every layer takes blocks
+    # of about that size (at least one of its frames), and a resnet holds a few such blocks at once; conv_out's block
+    # and its unpatchified copy come on top.
+    upscale = math.prod(2 for b in cfg.decoder_blocks if b.kind in ("compress_all", "compress_time"))
+    window = upscale * out // f
+    block = max(max(window, c * h * w * elem) for c, _, h, w in stages[1:])
+    layers = [b.num_layers if b.kind == "res_x" else 1 for b in reversed(cfg.decoder_blocks)]
+    carried = sum(STREAM_CARRIED_FRAMES * n * c * h * w * elem for (c, _, h, w), n in zip(stages[1:], layers))
+    return out + carried + STREAM_PUSH_COPIES * block + 2 * window
+
+
+def upsampler_bytes(cfg: UpsamplerConfig, frames: int, height: int, width: int, elem: int) -> int:
+    growth = (4 if cfg.spatial_upsample else 1) * (2 if cfg.temporal_upsample else 1)
+    widest = cfg.mid_channels * frames * height * width * growth * elem
+    return (UPSAMPLER_COPIES + 1) * widest
+
+
+def text_encoder_bytes(model: nn.Module, elem: int) -> int:
+    """T5 on one prompt of ``TEXT_TOKENS``: a few d_model-wide states, the d_ff hidden, per-head scores in float32."""
+    c = getattr(model, "config", None)
+    if c is None:
+        return 0
+    return TEXT_TOKENS * elem * (6 * c.d_model + 2 * c.d_ff) + 2 * c.num_heads * TEXT_TOKENS**2 * 4
+
+
+def estimate_memory(
+    models: object,
+    text_encoder: object | None,
+    mode: str,
+    *,
+    num_frames: int,
+    passes: Sequence[PassShape],
+    batch: int = 1,
+) -> MemoryEstimate:
+    """The estimate for a run of ``passes`` (then upsampling between two passes, then a decode at the last pass's
+    size) over ``num_frames`` pixel frames. ``models``: :class:`ltxv.weights.load.Models`; ``text_encoder``: a
+    :class:`ltxv.text.t5.TextEncoder` or None."""
+    transformer, vae, upsampler = models.transformer, models.vae, models.upsampler  # type: ignore[attr-defined]
+    elem = next(transformer.parameters()).element_size()
+    vae_elem = next(vae.parameters()).element_size()
+    weights = {"transformer": module_bytes(transformer), "vae": module_bytes(vae)}
+    if upsampler is not None:
+        weights["upsampler"] = module_bytes(upsampler)
+    t5 = getattr(text_encoder, "model", None)
+    if t5 is not None:
+        weights = {"text_encoder": module_bytes(t5), **weights}
+    sc, tc = vae.spatial_compression, vae.temporal_compression
+    lf = (num_frames - 1) // tc + 1  # latent frames
+
+    work: list[tuple[str, tuple[str, ...], int]] = []
+    if t5 is not None:
+        work.append(("text", ("text_encoder",), text_encoder_bytes(t5, next(t5.parameters()).element_size())))
+    for i, p in enumerate(passes):
+        h, w = p.height // sc, p.width // sc
+        tokens = lf * h * w + p.appended_tokens
+        run = transformer_bytes(
+            transformer.cfg, tokens, batch * p.branches, elem, per_token=p.per_token_timesteps, batch=batch
+        )
+        enc = [vae_bytes(vae.cfg, (n - 1) // tc + 1, h, w, vae_elem, streaming=False) for n in p.encode_frames]
+        used = ("transformer", "vae") if enc else ("transformer",)
+        work.append((f"pass{i + 1}", used, max([run, *enc])))
+        if i + 1 < len(passes) and upsampler is not None:
+            work.append(("upsample", ("upsampler",), upsampler_bytes(upsampler.cfg, lf, h, w, elem)))
+    last = passes[-1]
+    streaming = vae.cfg.norm_layer != "group_norm" and lf > 2  # VideoVAE.decode's "auto" rule
+    h, w = last.height // sc, last.width // sc
+    work.append(("decode", ("vae",), vae_bytes(vae.cfg, lf, h, w, vae_elem, streaming=streaming)))
+
+    resident = [r for r in weights if not offloads(mode, r)]
+    stages = tuple(
+        StageEstimate(name, used, working, working + sum(weights[r] for r in {*resident, *used} if r in weights))
+        for name, used, working in work
+    )
+    return MemoryEstimate(mode=mode, weights=weights, stages=stages, decode_streaming=streaming)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f}"
