@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -115,3 +116,72 @@ def run_isolated(module: str, function: str, kwargs: dict, timeout: float | None
 
 def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
+
+
+class PhaseClock:
+    """Tiles one call into named phases: a hooked function entered during a phase pauses it and runs in its own (e.g.
+    the T5 forward inside a pass is "text"); phases repeat and accumulate into ``stages`` (seconds summed, peak RSS
+    the highest of its pieces, each piece's peak measured from a reset at its start). ``count`` only sums time and
+    calls of a function, without making it a phase."""
+
+    def __init__(self, stages: Stages) -> None:
+        self.stages = stages
+        self.counters: dict[str, dict[str, float]] = {}
+        self._current: str | None = None
+        self._t0 = 0.0
+        self._stack: list[str | None] = []
+
+    def _switch(self, name: str | None) -> None:
+        now = time.perf_counter()
+        if self._current is not None:
+            r = self.stages.stages[self._current]
+            r.seconds += now - self._t0
+            r.peak_rss = max(r.peak_rss, peak_rss())
+        if name is not None:
+            self.stages.stages.setdefault(name, StageResult(rss_before=current_rss()))
+            reset_peak()
+        self._current = name
+        self._t0 = time.perf_counter()
+
+    def enter(self, name: str) -> None:
+        self._stack.append(self._current)
+        self._switch(name)
+
+    def leave(self, then: str | None = None) -> None:
+        outer = self._stack.pop()
+        self._switch(then if then is not None and outer is not None else outer)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self.enter(name)
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def hook(self, obj: object, attr: str, name: str, then: str | None = None) -> None:
+        """Run ``obj.attr`` as phase ``name``; afterwards the interrupted phase goes on as ``then`` if given."""
+        fn = getattr(obj, attr)
+
+        def hooked(*args: Any, **kwargs: Any) -> Any:
+            self.enter(name)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.leave(then)
+
+        setattr(obj, attr, hooked)
+
+    def count(self, obj: object, attr: str, name: str) -> None:
+        fn = getattr(obj, attr)
+        c = self.counters.setdefault(name, {"seconds": 0.0, "calls": 0})
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                c["seconds"] += time.perf_counter() - t0
+                c["calls"] += 1
+
+        setattr(obj, attr, counted)
