@@ -190,3 +190,18 @@ def test_compile_equals_eager_and_times_compilation_apart() -> None:
     torch.testing.assert_close(first, eager, rtol=1e-5, atol=1e-5)
     assert torch.equal(first, second)
     assert stats.graphs == 1 and stats.seconds > 0 and set(stats.first) == set(stats.steady)
+
+
+def test_bfloat16_pipeline_runs_every_stage_and_stays_close_to_float32(kit, tmp_path) -> None:
+    from ltxv.io.video import write_png
+    from ltxv.pipelines.generate import load_pipeline
+    from ltxv.pipelines.request import ConditioningMedia
+
+    image = tmp_path / "i.png"
+    write_png(image, torch.rand(64, 96, 3, generator=torch.Generator().manual_seed(0)))
+    request = _request(conditioning=(ConditioningMedia(str(image)),))  # encode, two passes, upsample, decode
+    args = {"upsampler": kit.upsampler, "text_encoder": kit.text_encoder}
+    half = load_pipeline(kit.checkpoint, dtype=torch.bfloat16, **args).generate(request).video
+    full = load_pipeline(kit.checkpoint, **args).generate(request).video
+    assert half.dtype == torch.float32 and half.shape == full.shape == (17, 64, 96, 3)
+    assert (half - full).abs().mean() < 0.02, (half - full).abs().mean()

@@ -83,6 +83,10 @@ def test_bfloat16_close_to_float32() -> None:
         got = ours.to(torch.bfloat16)(z.bfloat16()).float()
     rel = ((got - want).abs().max() / want.abs().max()).item()
     assert rel < 3e-2  # measured about 1e-2: bf16 has an 8-bit mantissa
+    # The pipeline hands a bf16 upsampler float32 latents: computed in bf16, returned in float32.
+    with torch.no_grad():
+        mixed = ours(z)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, ours(z.bfloat16()).float())
 
 
 def test_bad_configs_are_loud() -> None:

@@ -78,7 +78,8 @@ class LatentUpsampler(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, F, H, W) -> (B, C, F', H*s, W*s); F' = 2F-1 for the temporal variants. Normalised in and out when the
-        latent statistics are set, raw otherwise."""
+        latent statistics are set, raw otherwise. Computed in the weights' dtype, returned in the input's (the
+        pipeline's latents are float32 after the first step, the weights may be bfloat16)."""
         if self.latent_mean is not None:
             mean, std = self.latent_mean.to(latents.dtype), self.latent_std.to(latents.dtype)
             return (self.upsample_raw(latents * std + mean) - mean) / std
@@ -87,14 +88,14 @@ class LatentUpsampler(nn.Module):
     def upsample_raw(self, z: torch.Tensor) -> torch.Tensor:
         b = z.shape[0]
         per_frame = self.cfg.dims == 2
-        x = _frames_to_batch(z) if per_frame else z
+        x = (_frames_to_batch(z) if per_frame else z).to(self.initial_conv.weight.dtype)
         x = F.silu(self.initial_norm(self.initial_conv(x)))
         for block in self.res_blocks:
             x = block(x)
         x = self._upsample(x, b, per_frame)
         for block in self.post_upsample_res_blocks:
             x = block(x)
-        x = self.final_conv(x)
+        x = self.final_conv(x).to(z.dtype)
         return _batch_to_frames(x, b) if per_frame else x
 
     def _upsample(self, x: torch.Tensor, b: int, per_frame: bool) -> torch.Tensor:
