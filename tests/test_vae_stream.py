@@ -114,3 +114,17 @@ def test_stream_working_memory_is_a_fraction_of_one_shot() -> None:
         streamed = _peak_working_bytes(lambda: vae.decode(z, 0.05, chunk_frames=1))
     assert one >= 5 * video  # the measurement sees the one-shot's activations (measured: 6.7x the output)
     assert video <= streamed <= 0.45 * one, (streamed / video, one / video)  # measured: 2.6x the output
+
+
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_sink_receives_the_video_in_frame_order(chunk: int | None) -> None:
+    vae = _vae(TINY_VAE)
+    z = torch.randn(1, 16, 4, 2, 2, generator=torch.Generator().manual_seed(4))
+    blocks: list[tuple[int, torch.Tensor]] = []
+    with torch.inference_mode():
+        whole = vae.decode(z, 0.05, chunk_frames=None)
+        assert vae.decode(z, 0.05, chunk_frames=chunk, sink=lambda i, x: blocks.append((i, x.clone()))) is None
+    starts = [i for i, _ in blocks]
+    assert starts == sorted(starts) and starts[0] == 0
+    assert (len(blocks) > 1) == (chunk is not None)
+    assert torch.equal(torch.cat([x for _, x in blocks], dim=2), whole)

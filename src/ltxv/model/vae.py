@@ -28,7 +28,7 @@ from ltxv.model.vae_blocks import (
     modulation,
     randn,
 )
-from ltxv.model.vae_stream import can_stream, decode_stream
+from ltxv.model.vae_stream import FrameSink, can_stream, decode_stream
 
 _STRIDES = {"time": (2, 1, 1), "space": (1, 2, 2), "all": (2, 2, 2)}
 _LOGVAR_CLAMP = (-30.0, 20.0)  # diffusers' DiagonalGaussianDistribution
@@ -255,7 +255,8 @@ class VideoVAE(nn.Module):
         generator: torch.Generator | None = None,
         *,
         chunk_frames: int | Literal["auto"] | None = "auto",
-    ) -> torch.Tensor:
+        sink: FrameSink | None = None,
+    ) -> torch.Tensor | None:
         """Normalised latents (B, C, F', H', W') -> video (B, 3, 8(F'-1)+1, 32H', 32W') in [-1, 1] (not clamped).
 
         ``timestep`` (a float or (B,)) is required by timestep-conditioned decoders and ignored by the others; the
@@ -265,7 +266,10 @@ class VideoVAE(nn.Module):
         decoder (:mod:`ltxv.model.vae_stream`): the same output, computed frame by frame with the same arithmetic,
         in a working memory of the output plus a few frames per layer instead of every layer's whole activation.
         "auto" streams one latent frame per step when the clip has more than two latent frames and the decoder can
-        stream (not GroupNorm, whose statistics span all frames), and decodes in one shot otherwise."""
+        stream (not GroupNorm, whose statistics span all frames), and decodes in one shot otherwise.
+
+        ``sink``: hand the video to ``sink(first_frame, frames)`` block by block as it is decoded, in frame order,
+        instead of returning it (None is returned): a streamed decode then never holds the whole video."""
         t = None
         if self.decoder.timestep_conditioning and timestep is not None:
             t = torch.as_tensor(timestep, dtype=torch.float32, device=z.device)
@@ -273,9 +277,13 @@ class VideoVAE(nn.Module):
         z = self.denormalize(z)
         if chunk_frames == "auto":
             chunk_frames = _AUTO_CHUNK if z.shape[2] > 2 and can_stream(self.decoder) else None
-        if chunk_frames is None:
-            return self.decoder(z, t, generator)
-        if not can_stream(self.decoder):
+        if chunk_frames is not None and not can_stream(self.decoder):
             logger.warning("GroupNorm VAE decoder: cannot stream exactly, decoding in one shot")
-            return self.decoder(z, t, generator)
-        return decode_stream(self.decoder, z, self.decoder.scaled_timestep(t), generator, chunk_frames)
+            chunk_frames = None
+        if chunk_frames is not None:
+            return decode_stream(self.decoder, z, self.decoder.scaled_timestep(t), generator, chunk_frames, sink=sink)
+        video = self.decoder(z, t, generator)
+        if sink is None:
+            return video
+        sink(0, video)
+        return None

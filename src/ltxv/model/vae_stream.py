@@ -271,6 +271,10 @@ def _draw_noise(
     return [(n1[None] * block.per_channel_scale1)[None, :, None], (n2[None] * block.per_channel_scale2)[None, :, None]]
 
 
+# A consumer of decoded video: (first frame index, frames (B, 3, n, H, W)), called in frame order.
+FrameSink = Callable[[int, torch.Tensor], None]
+
+
 def decode_stream(
     decoder: Decoder,
     z: torch.Tensor,
@@ -278,23 +282,29 @@ def decode_stream(
     generator: torch.Generator | None,
     chunk_frames: int,
     window: int | None = None,
-) -> torch.Tensor:
+    sink: FrameSink | None = None,
+) -> torch.Tensor | None:
     """Raw latents (B, C, F', H', W') -> video, streamed ``chunk_frames`` latent frames at a time.
 
     The same number sets the layers' window (bytes, see :class:`Chain`) unless ``window`` is given: the bytes of the
     video that ``chunk_frames`` latent frames decode to. Each finished block of output frames is written into the
-    preallocated output, so the decode's peak is the output plus a few windows."""
+    preallocated output, so the decode's peak is the output plus a few windows; or, with a ``sink``, handed to it as
+    it is ready (nothing is assembled, None is returned), so the whole video never exists at once."""
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
     upscale = math.prod(b.stride[0] for b in decoder.up_blocks if isinstance(b, DepthToSpaceUp))
     chain, shape = decoder_stream(decoder, t, z, generator)
-    out = torch.empty(shape, dtype=z.dtype, device=z.device)  # (B, 3, F, H, W)
-    chain.window = window or chunk_frames * upscale * out[:, :, :1].numel() * out.element_size()
+    frame_bytes = math.prod(shape[:2]) * math.prod(shape[3:]) * z.element_size()
+    chain.window = window or chunk_frames * upscale * frame_bytes
+    out = torch.empty(shape, dtype=z.dtype, device=z.device) if sink is None else None  # (B, 3, F, H, W)
     done = 0
     chunks = z.split(chunk_frames, dim=2)
     for k, chunk in enumerate(chunks):
         for block in chain.blocks(chunk, last=k == len(chunks) - 1):
-            out[:, :, done : done + block.shape[2]] = block
+            if out is None:
+                sink(done, block)  # type: ignore[misc]
+            else:
+                out[:, :, done : done + block.shape[2]] = block
             done += block.shape[2]
     assert done == shape[2], (done, shape)
     return out

@@ -21,7 +21,7 @@ from ltxv.config import SchedulerConfig
 from ltxv.pipelines.denoise import StepCallback, per_step_guidance
 from ltxv.pipelines.media import load_request_media
 from ltxv.pipelines.request import GenerationRequest, RequestError, padded_size
-from ltxv.pipelines.stages import PassMedia, Streams, decode, encode_text, pass_timesteps, resize_frames, run_pass
+from ltxv.pipelines.stages import PassMedia, Streams, decode, encode_text, pass_timesteps, run_pass
 from ltxv.runtime.compile import CompileStats, compile_transformer
 from ltxv.runtime.estimate import MemoryEstimate, PassShape, estimate_memory
 from ltxv.runtime.residency import Residency
@@ -163,6 +163,7 @@ class Pipeline:
                 up = adain(m.upsampler(low), low)  # type: ignore[misc]
             latents = one_pass(1, PassMedia(conditioning=media.conditioning), up)
         last = recipe.passes[-1]
+        top, left = (height - request.height) // 2, (width - request.width) // 2
         with use(vae=m.vae):
             video = decode(
                 m.vae,
@@ -171,11 +172,11 @@ class Pipeline:
                 decode_noise_scale=recipe.decode_noise_scale,
                 tone_map_ratio=last.tone_map_compression_ratio,
                 streams=streams,
+                size=(height, width),
+                crop=(top, left, request.height, request.width),
+                num_frames=request.num_frames,
             )
-        video = resize_frames(video, height, width)
-        top, left = (height - request.height) // 2, (width - request.width) // 2
-        video = video[0, :, : request.num_frames, top : top + request.height, left : left + request.width]
-        return GenerationResult(video=video.permute(1, 2, 3, 0).contiguous(), latents=latents)
+        return GenerationResult(video=video, latents=latents)
 
 
 def load_pipeline(

@@ -144,13 +144,32 @@ def decode(
     decode_noise_scale: float | None,
     tone_map_ratio: float,
     streams: Streams,
+    size: tuple[int, int],
+    crop: tuple[int, int, int, int],
+    num_frames: int,
 ) -> torch.Tensor:
-    """Normalised latents -> video (B, 3, F, H, W) in [0, 1], with the reference's decode noise and tone mapping."""
+    """Normalised latents (1, C, F', H', W') -> the output video (num_frames, h, w, 3) float32 in [0, 1].
+
+    The reference's decode noise and tone mapping, then every decoded frame, as it leaves the (streaming) decoder, is
+    mapped to [0, 1], resized to ``size`` (bilinear, no antialias: the multi-scale recipe's final resize; a no-op at
+    the decoded size) and cropped to ``crop`` = (top, left, h, w); frames past ``num_frames`` are dropped. So the
+    decoded video never exists whole next to the output: the result is the only video-sized tensor."""
+    if latents.shape[0] != 1:
+        raise ValueError(f"decode makes one video; got a batch of {latents.shape[0]} latents")
     timestep = None
     if vae.cfg.timestep_conditioning:
         scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
         latents = decode_noise(latents, scale, streams.aux)
-        timestep = torch.tensor([decode_timestep] * latents.shape[0], device=latents.device)
+        timestep = torch.tensor([decode_timestep], device=latents.device)
     latents = tone_map(latents, tone_map_ratio)
-    video = vae.decode(latents.to(vae_dtype(vae)), timestep=timestep, generator=streams.aux)
-    return (video.float() / 2 + 0.5).clamp(0, 1)
+    top, left, h, w = crop
+    out = torch.empty(num_frames, h, w, 3, device=latents.device)
+
+    def sink(start: int, frames: torch.Tensor) -> None:  # frames (1, 3, n, H, W) in [-1, 1]
+        n = min(frames.shape[2], num_frames - start)
+        if n > 0:
+            x = resize_frames((frames[:, :, :n].float() / 2 + 0.5).clamp(0, 1), *size)  # (1, 3, n, *size)
+            out[start : start + n] = x[0, :, :, top : top + h, left : left + w].permute(1, 2, 3, 0)
+
+    vae.decode(latents.to(vae_dtype(vae)), timestep=timestep, generator=streams.aux, sink=sink)
+    return out
