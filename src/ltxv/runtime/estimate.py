@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from ltxv.config import TransformerConfig, UpsamplerConfig, VAEConfig
+from ltxv.model.vae_stream import WINDOW_FRAMES
 from ltxv.quant.fp8 import module_bytes
 from ltxv.runtime.residency import offloads
 
@@ -138,11 +139,10 @@ def vae_bytes(cfg: VAEConfig, frames: int, height: int, width: int, elem: int, *
     out = cfg.out_channels * f * h * p * w * p * elem
     if not streaming:
         return RESNET_COPIES * max(math.prod(s) for s in stages) * elem + 2 * out
-    # decode_stream's default window (chunk_frames=1): the output bytes of one latent frame. Every layer takes blocks
+    # decode_stream's default window (chunk_frames=1): WINDOW_FRAMES output frames. Every layer takes blocks
     # of about that size (at least one of its frames), and a resnet holds a few such blocks at once; conv_out's block
     # and its unpatchified copy come on top.
-    upscale = math.prod(2 for b in cfg.decoder_blocks if b.kind in ("compress_all", "compress_time"))
-    window = upscale * out // f
+    window = WINDOW_FRAMES * out // f
     block = max(max(window, c * h * w * elem) for c, _, h, w in stages[1:])
     layers = [b.num_layers if b.kind == "res_x" else 1 for b in reversed(cfg.decoder_blocks)]
     carried = sum(STREAM_CARRIED_FRAMES * n * c * h * w * elem for (c, _, h, w), n in zip(stages[1:], layers))
