@@ -32,7 +32,6 @@ from ltxv.weights.safetensors_file import (
     FLOAT8_DTYPES,
     SafetensorsHeader,
     TensorInfo,
-    cast_floating,
     iter_tensors,
     read_header,
 )
@@ -115,14 +114,15 @@ def load_module(
         raise LoadError(f"{header.path}: {what} tensor(s) of the wrong shape: {_listing(wrong, 3)}")
     _check_fp8_dtypes(header, stored, fp8_layers, quantize, what)
     scales = {f"{n}.{SCALE}" for n, m in fp8_layers.items() if m.scaled}
+    # Floating tensors arrive in the compute dtype, fp8 ones as stored; a scale is not a weight: float32 always.
+    want = {t: dtype for t, info in stored.items() if info.dtype.is_floating_point and info.dtype not in FLOAT8_DTYPES}
+    want |= {t: torch.float32 for t in scales if t in stored}
     tensors: dict[str, torch.Tensor] = {}
-    for target, t in iter_tensors(header, names):
+    for target, t in iter_tensors(header, names, want):
         if target in quantize:
-            tensors[target], tensors[target.removesuffix("weight") + SCALE] = quantize_fp8(cast_floating(t, dtype))
-        elif target in scales:
-            tensors[target] = t.float()  # a scale is not a weight: keep float32 whatever the compute dtype
+            tensors[target], tensors[target.removesuffix("weight") + SCALE] = quantize_fp8(t)
         else:
-            tensors[target] = cast_floating(t, dtype)
+            tensors[target] = t
     model.load_state_dict(tensors, strict=True, assign=True)
     leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if leftover:  # a module state outside the state dict; a bug in ltxv, not in the file

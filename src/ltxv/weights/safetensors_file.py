@@ -3,6 +3,11 @@
 The header is parsed and checked by hand (8-byte little-endian length, JSON, every tensor's byte range inside the file)
 before any tensor is touched, so a truncated download, an HTML error page saved as ``.safetensors`` or a pickle are
 reported as such instead of failing deep inside a reader. Nothing is ever unpickled.
+
+Tensors are read with plain positioned reads straight into their destination, one at a time, not through a memory
+map: the pages of a mapped file count in the process's resident memory until it is unmapped, so reading a 6-28 GB
+checkpoint through ``safe_open`` holds the whole file in RSS next to the weights made from it (and twice the weights
+when they are cast). Here the transient is one tensor.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import torch
-from safetensors import safe_open
 
 from ltxv.weights.errors import LoadError
 
@@ -41,6 +47,7 @@ _MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
 class TensorInfo:
     dtype: torch.dtype
     shape: tuple[int, ...]
+    offset: int = 0  # of the tensor's first byte in the file
 
 
 @dataclass(frozen=True)
@@ -91,32 +98,46 @@ def read_header(path: str | Path) -> SafetensorsHeader:
             raise LoadError(
                 f"{path}: truncated: tensor {name!r} needs bytes up to {end} but the file holds {data_size} data bytes"
             )
-        tensors[name] = TensorInfo(dtype, shape)
+        tensors[name] = TensorInfo(dtype, shape, 8 + n + begin)
     return SafetensorsHeader(path=path, metadata=dict(metadata), tensors=tensors)
 
 
-def iter_tensors(header: SafetensorsHeader, names: Mapping[str, str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(wanted name, tensor as stored)`` for the file tensors ``names`` maps, one at a time, on the CPU."""
+def iter_tensors(
+    header: SafetensorsHeader, names: Mapping[str, str], dtypes: Mapping[str, torch.dtype] | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(wanted name, tensor)`` for the file tensors ``names`` maps (file name -> wanted name), one at a time,
+    on the CPU, each read into a fresh tensor (module docstring). ``dtypes`` (wanted name -> dtype) casts on the way:
+    such a tensor is read into one scratch buffer reused for every cast, so freed full-size temporaries never pile
+    up in the allocator. The data is little-endian, as the format and the machines are."""
+    dtypes = dtypes or {}
+    cast = {t: dtypes[t] for n, t in names.items() if t in dtypes and dtypes[t] != header.tensors[n].dtype}
+    largest = max((_nbytes(header.tensors[n]) for n, t in names.items() if t in cast), default=0)
+    scratch = torch.empty(largest, dtype=torch.uint8)
     try:
-        with safe_open(str(header.path), framework="pt", device="cpu") as f:
+        with header.path.open("rb", buffering=0) as f:
             for name, target in names.items():
-                t = f.get_tensor(name)
-                yield target, t
-    except Exception as e:  # the header was valid, so this is corruption inside the data or I/O trouble
+                info = header.tensors[name]
+                if target in cast:
+                    raw = scratch[: _nbytes(info)]
+                    _read_into(f, info, raw.numpy(), name)
+                    yield target, raw.view(info.dtype).view(info.shape).to(cast[target])
+                else:
+                    t = torch.empty(info.shape, dtype=info.dtype)
+                    _read_into(f, info, t.reshape(-1).view(torch.uint8).numpy(), name)  # the tensor's own bytes
+                    yield target, t
+    except OSError as e:  # the header was valid, so this is a file changed under us or I/O trouble
         raise LoadError(f"{header.path}: could not read tensor data: {e}") from e
 
 
-def cast_floating(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    """``t`` in ``dtype`` if it is a floating-point tensor that is not float8; anything else as it is (fp8 weights
-    are quantised state, not a storage precision to convert)."""
-    if dtype is None or not t.is_floating_point() or t.dtype in FLOAT8_DTYPES or t.dtype == dtype:
-        return t
-    return t.to(dtype)
+def _nbytes(info: TensorInfo) -> int:
+    return math.prod(info.shape) * info.dtype.itemsize
 
 
-def read_tensors(
-    header: SafetensorsHeader, names: Mapping[str, str], dtype: torch.dtype | None = None
-) -> dict[str, torch.Tensor]:
-    """Read the tensors ``names`` maps from file name to wanted name, on the CPU; floating-point tensors other than
-    float8 ones are cast to ``dtype`` one at a time as they are read, so the peak stays one tensor above the result."""
-    return {target: cast_floating(t, dtype) for target, t in iter_tensors(header, names)}
+def _read_into(f: BinaryIO, info: TensorInfo, buf: np.ndarray, name: str) -> None:
+    f.seek(info.offset)
+    got = 0
+    while got < buf.nbytes:
+        n = f.readinto(memoryview(buf)[got:])
+        if not n:
+            raise OSError(f"tensor {name!r}: the file ended after {got} of {buf.nbytes} bytes")
+        got += n
