@@ -90,12 +90,15 @@ def model_configs(size: str, layers: int = 8, heads: int = 8) -> tuple[Transform
     raise ValueError(f"unknown model size {size!r} (mid or tiny)")
 
 
-def write_model(folder: Path, size: str, layers: int = 8, heads: int = 8) -> dict[str, str]:
-    """Write the random model set once; returns the paths every implementation loads."""
+def write_model(
+    folder: Path, size: str, layers: int = 8, heads: int = 8, dtype: torch.dtype = torch.float32
+) -> dict[str, str]:
+    """Write the random model set once, weights stored in ``dtype`` (bfloat16 like the released files when the
+    run is bfloat16); returns the paths every implementation loads."""
     from ltxv.testing.checkpoints import write_tiny_kit
 
     transformer, vae, upsampler = model_configs(size, layers, heads)
-    kit = write_tiny_kit(folder, seed=0, transformer=transformer, vae=vae, upsampler=upsampler)
+    kit = write_tiny_kit(folder, seed=0, transformer=transformer, vae=vae, upsampler=upsampler, dtype=dtype)
     return {"checkpoint": str(kit.checkpoint), "upsampler": str(kit.upsampler), "text_encoder": str(kit.text_encoder)}
 
 
@@ -403,7 +406,7 @@ def run(
         }
     }
     with tempfile.TemporaryDirectory(prefix="ltxv-e2e-") as tmp:
-        kit = write_model(Path(tmp), size, layers, heads)
+        kit = write_model(Path(tmp), size, layers, heads, getattr(torch, dtype))
         kwargs = {"kit": kit, "request": request, "dtype": dtype, "guidance_scale": guidance_scale}
         for impl in impls:
             try:

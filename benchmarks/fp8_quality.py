@@ -68,7 +68,7 @@ def run(height: int, width: int, frames: int, size: str, seed: int) -> dict:
 
     request = GenerationRequest(PROMPT, height=height, width=width, num_frames=frames, seed=seed, recipe=recipe(None))
     with tempfile.TemporaryDirectory() as tmp:
-        kit = write_model(Path(tmp), size)
+        kit = write_model(Path(tmp), size, dtype=torch.bfloat16)
         cast = write_cast_copy(kit["checkpoint"], Path(tmp) / "cast-fp8.safetensors")
         variants = {
             "bf16": (kit["checkpoint"], None),

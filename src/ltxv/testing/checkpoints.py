@@ -112,14 +112,17 @@ def write_tiny_kit(
     upsampler: UpsamplerConfig = TINY_UPSAMPLER,
     allowed_inference_steps: tuple[float, ...] | None = None,
     fp8: Fp8Layout | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> TinyKit:
     """Write a complete tiny model set (checkpoint, upsampler, T5 + tokenizer) into ``folder``; a few seconds.
-    ``fp8``: see :func:`write_single_file`."""
+    ``fp8``: see :func:`write_single_file`; ``dtype``: the stored dtype of the single-file checkpoint's weights (the
+    released ones are bfloat16; the released upsamplers are float32, and so is this one)."""
     from ltxv.testing.text import write_tiny_text_encoder
 
     folder = Path(folder)
+    steps = allowed_inference_steps
     ckpt = write_single_file(
-        folder / CHECKPOINT_NAME, transformer, vae, seed=seed, allowed_inference_steps=allowed_inference_steps, fp8=fp8
+        folder / CHECKPOINT_NAME, transformer, vae, seed=seed, allowed_inference_steps=steps, fp8=fp8, dtype=dtype
     )
     up = write_upsampler_file(folder / UPSAMPLER_NAME, upsampler, seed=seed)
     text = folder / TEXT_ENCODER_DIR
