@@ -214,3 +214,23 @@ def test_positioned_reads_equal_safetensors_for_every_dtype_and_shape(tmp_path: 
     floats = [k for k, v in want.items() if v.is_floating_point() and v.dtype != torch.float8_e4m3fn]
     cast = dict(iter_tensors(header, {k: k for k in floats}, dict.fromkeys(floats, torch.bfloat16)))
     assert all(torch.equal(cast[k], want[k].to(torch.bfloat16)) and cast[k].dtype == torch.bfloat16 for k in floats)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lazy_vae_encoder_is_read_on_first_encode_and_equals_eager(files: tuple[Path, Path], dtype) -> None:
+    from ltxv.quant.fp8 import module_bytes
+
+    ckpt, _ = files
+    eager = ltxv.load_models(ckpt, dtype=dtype).vae
+    lazy = ltxv.load_models(ckpt, dtype=dtype, lazy_vae_encoder=True).vae
+    assert all(p.is_meta and p.dtype == dtype for p in lazy.encoder.parameters())
+    assert not any(p.is_meta for p in lazy.decoder.parameters())
+    assert module_bytes(lazy) == module_bytes(eager)  # what the memory estimate counts
+    z = torch.randn(1, 16, 2, 2, 3, generator=torch.Generator().manual_seed(0)).to(dtype)
+    with torch.inference_mode():
+        assert torch.equal(lazy.decode(z, 0.05), eager.decode(z, 0.05))  # decoding needs no encoder
+        assert lazy.deferred_tensors is not None
+        video = torch.rand(1, 3, 9, 64, 96, generator=torch.Generator().manual_seed(1)).to(dtype) * 2 - 1
+        assert torch.equal(lazy.encode(video), eager.encode(video))
+    assert lazy.deferred_tensors is None
+    assert all(torch.equal(a, b) for a, b in zip(lazy.state_dict().values(), eager.state_dict().values()))

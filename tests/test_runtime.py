@@ -205,3 +205,12 @@ def test_bfloat16_pipeline_runs_every_stage_and_stays_close_to_float32(kit, tmp_
     full = load_pipeline(kit.checkpoint, **args).generate(request).video
     assert half.dtype == torch.float32 and half.shape == full.shape == (17, 64, 96, 3)
     assert (half - full).abs().mean() < 0.02, (half - full).abs().mean()
+
+
+def test_text_to_video_never_reads_the_vae_encoder(kit) -> None:
+    from ltxv.pipelines.generate import load_pipeline
+
+    pipe = load_pipeline(kit.checkpoint, upsampler=kit.upsampler, text_encoder=kit.text_encoder)
+    pipe.generate(_request(num_frames=9))
+    assert pipe.models.vae.deferred_tensors is not None
+    assert all(p.is_meta for p in pipe.models.vae.encoder.parameters())

@@ -10,6 +10,7 @@ resnets may be conditioned on a decode timestep; the 0.9.1 decoder also adds see
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -204,6 +205,8 @@ class VideoVAE(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.per_channel_statistics = _Stats(cfg.latent_channels)
+        # Set by a loader that left the encoder on the meta device: returns its state dict, read on first encode.
+        self.deferred_tensors: Callable[[], dict[str, torch.Tensor]] | None = None
 
     @property
     def spatial_compression(self) -> int:
@@ -241,12 +244,21 @@ class VideoVAE(nn.Module):
         f, h, w = video.shape[2:]
         if (f - 1) % ts or h % s or w % s:
             raise ValueError(f"video of {f} frames at {h}x{w}: frames must be {ts}k+1 and sizes multiples of {s}")
+        if self.deferred_tensors is not None:
+            self._materialize_encoder()
         mean, logvar = self.encoder(video)  # (B, C, F', H', W'), (B, C or 1, F', H', W')
         z = mean
         if generator is not None:
             std = torch.exp(0.5 * torch.clamp(logvar, *_LOGVAR_CLAMP))
             z = mean + std * randn(tuple(mean.shape), mean, generator)
         return self.normalize(z)
+
+    def _materialize_encoder(self) -> None:
+        where = self.per_channel_statistics.mean_std()[0].device  # wherever the VAE is now
+        state = {k: v.to(where) for k, v in self.deferred_tensors().items()}  # type: ignore[misc]
+        self.encoder.load_state_dict(state, strict=True, assign=True)
+        self.encoder.requires_grad_(False)
+        self.deferred_tensors = None
 
     def decode(
         self,

@@ -195,13 +195,15 @@ def load_pipeline(
     ``residency``: "resident", "offload-text" (T5 on the CPU except while it encodes) or "sequential" (every model on
     the CPU except during its stage), :mod:`ltxv.runtime.residency`. ``quantize="fp8"``: the transformer blocks'
     linears quantised to float8_e4m3fn as they are read (fp8 files load as stored anyway). ``compile``:
-    ``torch.compile`` the transformer (opt-in; its compile time is reported apart, ``Pipeline.compile_stats``)."""
+    ``torch.compile`` the transformer (opt-in; its compile time is reported apart, ``Pipeline.compile_stats``).
+    The VAE encoder is read from the checkpoint on the first request that encodes media (``lazy_vae_encoder``)."""
     policy = Residency(device, residency)  # validates the mode before anything is read
     from ltxv.weights.hub import resolve
 
     ckpt = resolve(checkpoint, "checkpoint")
     up = resolve(upsampler, "upsampler") if upsampler is not None else None
     text = resolve(text_encoder or "PixArt-alpha/PixArt-XL-2-1024-MS", "text_encoder")
-    models = load_models(ckpt, upsampler=up, dtype=dtype, device=policy.home("transformer"), quantize=quantize)
+    home = policy.home("transformer")
+    models = load_models(ckpt, upsampler=up, dtype=dtype, device=home, quantize=quantize, lazy_vae_encoder=True)
     encoder = TextEncoder.from_pretrained(text, dtype=dtype, device=policy.home("text_encoder"))
     return Pipeline(models, encoder, device, residency=residency, compile=compile)

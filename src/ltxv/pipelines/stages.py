@@ -133,7 +133,7 @@ def run_pass(
 
 
 def vae_dtype(vae: VideoVAE) -> torch.dtype:
-    return next(vae.parameters()).dtype
+    return next(vae.decoder.parameters()).dtype  # the encoder may not be loaded yet
 
 
 def decode(

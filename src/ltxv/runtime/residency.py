@@ -77,7 +77,7 @@ class Residency:
         host = self._host.setdefault(module, {})
         pin = self.compute.type == "cuda"
         for name, t in _tensors(module):
-            if _same(t.device, device):
+            if _same(t.device, device) or t.is_meta:  # meta: not loaded yet (a deferred VAE encoder)
                 continue
             if name not in host:  # first move: keep the host copy (pinned for fast, asynchronous uploads)
                 on_host = _same(t.device, self.storage)

@@ -78,9 +78,13 @@ def load_module(
     what: str,
     dtype: torch.dtype,
     device: torch.device | str,
+    defer: str | None = None,
 ) -> nn.Module:
     """Build ``build()`` on the meta device and fill it strictly from the file tensors ``names`` maps (file name ->
     state-dict name).
+
+    ``defer``: a sub-module name whose tensors are checked now but read only when asked: it stays on the meta device
+    and the returned model's ``deferred_tensors`` (a callable) reads them (see :func:`load_models`).
 
     Float8 file tensors are accepted only as the ``weight`` of an :class:`Fp8Linear` of the built model, and kept as
     stored. A scaled :class:`Fp8Linear` whose weight the file holds in higher precision is quantised as it is read,
@@ -117,17 +121,36 @@ def load_module(
     # Floating tensors arrive in the compute dtype, fp8 ones as stored; a scale is not a weight: float32 always.
     want = {t: dtype for t, info in stored.items() if info.dtype.is_floating_point and info.dtype not in FLOAT8_DTYPES}
     want |= {t: torch.float32 for t in scales if t in stored}
-    tensors: dict[str, torch.Tensor] = {}
-    for target, t in iter_tensors(header, names, want):
-        if target in quantize:
-            tensors[target], tensors[target.removesuffix("weight") + SCALE] = quantize_fp8(t)
-        else:
-            tensors[target] = t
-    model.load_state_dict(tensors, strict=True, assign=True)
-    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+
+    def read(selected: dict[str, str]) -> dict[str, torch.Tensor]:
+        tensors: dict[str, torch.Tensor] = {}
+        for target, t in iter_tensors(header, selected, want):
+            if target in quantize:
+                tensors[target], tensors[target.removesuffix("weight") + SCALE] = quantize_fp8(t)
+            else:
+                tensors[target] = t
+        return tensors
+
+    prefix = f"{defer}." if defer else None
+    later = {n: t for n, t in names.items() if prefix and t.startswith(prefix)}
+    model.load_state_dict(read({n: t for n, t in names.items() if n not in later}), strict=not later, assign=True)
+    leftover = [
+        n
+        for n, t in [*model.named_parameters(), *model.named_buffers()]
+        if t.is_meta and not (prefix and n.startswith(prefix))
+    ]
     if leftover:  # a module state outside the state dict; a bug in ltxv, not in the file
         raise RuntimeError(f"{what}: tensors not materialised by the checkpoint: {_listing(leftover)}")
-    return model.requires_grad_(False).eval().to(device)
+    model.requires_grad_(False).eval()
+    if not later:
+        return model.to(device)
+    for name, child in model.named_children():  # the deferred module stays on the meta device, in the compute dtype
+        if name == defer:
+            child.to(dtype)
+        else:
+            child.to(device)
+    model.deferred_tensors = lambda: {t.removeprefix(prefix): v for t, v in read(later).items()}  # type: ignore[union-attr]
+    return model
 
 
 def _check_fp8_dtypes(
@@ -229,6 +252,7 @@ def load_models(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     quantize: str | None = None,
+    lazy_vae_encoder: bool = False,
 ) -> Models:
     """Load the transformer and VAE of an official single-file checkpoint, and optionally the latent upsampler.
 
@@ -239,6 +263,10 @@ def load_models(
     ``quantize="fp8"`` quantises the transformer blocks' attention and feed-forward weights of a bf16/fp32 checkpoint
     to float8_e4m3fn with a per-tensor scale as they are read. A checkpoint that stores them in fp8 already (the
     ``-fp8`` files) is loaded as stored, fp8 weights kept, whatever ``quantize`` says; ``None`` means "as stored".
+
+    ``lazy_vae_encoder``: the VAE encoder's weights (0.69 B parameters in the released VAE, 1.4 GB in bf16) are
+    checked now but read from the file only when something is first encoded (image or video conditioning), onto the
+    VAE's device at that moment: text-to-video never holds them. The file must still be there then.
     """
     _check_dtype(dtype)
     if quantize is not None and quantize not in QUANTIZE_MODES:
@@ -261,7 +289,15 @@ def load_models(
         return model
 
     transformer = load_module(header, build_transformer, t_names, what="transformer", dtype=dtype, device=device)
-    vae = load_module(header, lambda: VideoVAE(cfg.vae), v_names, what="VAE", dtype=dtype, device=device)
+    vae = load_module(
+        header,
+        lambda: VideoVAE(cfg.vae),
+        v_names,
+        what="VAE",
+        dtype=dtype,
+        device=device,
+        defer="encoder" if lazy_vae_encoder else None,
+    )
     up = None
     if up_header is not None:
         up = _load_upsampler(up_header, dtype, device)
