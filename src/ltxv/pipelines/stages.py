@@ -167,8 +167,8 @@ def decode(
 
     def sink(start: int, frames: torch.Tensor) -> None:  # frames (1, 3, n, H, W) in [-1, 1]
         n = min(frames.shape[2], num_frames - start)
-        if n > 0:
-            x = resize_frames((frames[:, :, :n].float() / 2 + 0.5).clamp(0, 1), *size)  # (1, 3, n, *size)
+        if n > 0:  # the reference's (x / 2 + 0.5).clamp(0, 1), in place on the one float32 copy
+            x = resize_frames(frames[:, :, :n].float().div_(2).add_(0.5).clamp_(0, 1), *size)  # (1, 3, n, *size)
             out[start : start + n] = x[0, :, :, top : top + h, left : left + w].permute(1, 2, 3, 0)
 
     vae.decode(latents.to(vae_dtype(vae)), timestep=timestep, generator=streams.aux, sink=sink)
