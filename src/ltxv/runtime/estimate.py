@@ -15,9 +15,10 @@ batch), ``N`` tokens of a pass, ``D`` the transformer width, ``L`` text tokens (
   last stage at full frame count dominates, 128 channels at 1/4 of the pixel size for 0.9.5+) times 5 (a resnet's
   input, normalised/modulated copy, SiLU, padded conv input and conv output), plus twice the output video (conv_out
   and its unpatchified copy). Encoding is costed the same way on the mirrored grid.
-* VAE, streaming (``VideoVAE.decode(chunk_frames=...)``): the output video plus a window: every temporal conv keeps
-  two input frames and every residual queues about two frames, per stage, and the frames of one push (a latent frame
-  is 2^k frames after k time doublings) go through one resnet at a time (5 copies).
+* VAE, streaming (``VideoVAE.decode(chunk_frames=...)``): the output video plus what every resnet carries (two input
+  frames per temporal conv, about four frames queued for its skip connection: 8 frames of its stage, measured) plus
+  one block in flight through a resnet (5 copies of a block of about ``WINDOW_FRAMES`` output frames' bytes, at
+  least one frame of the widest stage).
 * Latent upsampler: its widest tensor, ``mid_channels`` on the upsampled grid, times 4 (a res-block's input, conv
   output, normalised copy, SiLU), plus the pixel-shuffle's pre-shuffle copy.
 * Device peak per stage = the weights on the device during it (the stage's own models plus every model the mode
@@ -46,7 +47,7 @@ TOKEN_MODULATION_TENSORS = 8  # extra D-wide tensors when timesteps are per toke
 RESNET_COPIES = 5  # activation-sized tensors alive in a VAE resnet (input, norm, SiLU, padded input, conv output)
 UPSAMPLER_COPIES = 4
 STREAM_PUSH_COPIES = 5
-STREAM_CARRIED_FRAMES = 4  # frames a streamed resnet carries between pushes (two per conv buffer, two queued)
+STREAM_CARRIED_FRAMES = 8  # frames a streamed resnet holds: 2 per conv buffer, ~4 queued for the skip (measured)
 
 
 @dataclass(frozen=True)
