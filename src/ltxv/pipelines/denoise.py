@@ -93,9 +93,11 @@ def denoise(
     latents = state.latents
     b = latents.shape[0]
     dtype = next(transformer.parameters()).dtype
-    steps = [float(t) for t in timesteps.tolist()]
+    steps = [float(t) for t in timesteps.tolist()]  # the host's copy, read once per pass
     guidance = per_step_guidance(settings, steps)
-    grid = torch.cat([timesteps.to(torch.float32), timesteps.new_zeros(1, dtype=torch.float32)])
+    # The schedule on the latents' device once, so the loop copies nothing between host and device.
+    timesteps = timesteps.to(device=latents.device, dtype=torch.float32)
+    grid = torch.cat([timesteps, timesteps.new_zeros(1)])
     positions = state.positions.to(torch.float32)
     positions[:, 0] = positions[:, 0] * (1.0 / frame_rate)
     cos, sin = transformer.rope(positions, dtype=dtype)  # (B, N, D), once per pass
@@ -109,13 +111,13 @@ def denoise(
     hard = None if state.strength is None else (state.strength > 1.0 - 1e-6).unsqueeze(-1)
 
     for i, (t, g) in enumerate(zip(steps, guidance)):
-        t_ = timesteps[i].to(torch.float32)  # 0-d, so the arithmetic below rounds as the reference's does
+        t_ = timesteps[i]  # 0-d float32, so the arithmetic below rounds as the reference's does
         branches = active_branches(g.cfg, g.stg)
         n = len(branches)
         if hard is not None and image_cond_noise_scale > 0.0:
             eps = torch.randn(latents.shape, generator=noise, dtype=latents.dtype, device=latents.device)
             latents = torch.where(hard, state.clean + image_cond_noise_scale * eps * (t_**2), latents)
-        t_tok = token_timesteps(t_.reshape(1, 1).expand(b, 1).to(latents.device), state.strength)  # (B, 1) or (B, N)
+        t_tok = token_timesteps(t_.reshape(1, 1).expand(b, 1), state.strength)  # (B, 1) or (B, N)
         skip_mask = None
         if "perturbed" in branches and g.blocks:
             skip_mask = skip_layer_mask(transformer.cfg.num_layers, n, b, g.blocks).to(
