@@ -14,7 +14,6 @@ Only the decoder's weights (and the latent statistics) are materialised: the enc
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 from collections.abc import Callable
@@ -28,20 +27,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ltxv.config import VAE_0_9_5, VAEConfig
 from ltxv.model.vae import VideoVAE
-from ltxv.testing.configs import TINY_VAE
+from ltxv.testing.configs import TINY_VAE, scaled_vae
 from ltxv.testing.random_weights import random_state_dict
 
 # "tiny": the 0.9.5 layout, one resnet per stage and narrow (for CI; diffusers can express it).
 CONFIGS = {
     "0.9.5": VAE_0_9_5,
-    "tiny": dataclasses.replace(
-        VAE_0_9_5,
-        encoder_blocks=tuple(dataclasses.replace(b, num_layers=1) for b in VAE_0_9_5.encoder_blocks),
-        decoder_blocks=tuple(dataclasses.replace(b, num_layers=1) for b in VAE_0_9_5.decoder_blocks),
-        latent_channels=TINY_VAE.latent_channels,
-        encoder_base_channels=8,
-        decoder_base_channels=8,
-    ),
+    "tiny": scaled_vae(8, layers=1, latent_channels=TINY_VAE.latent_channels),
 }
 IMPLS = ("ltxv_oneshot", "ltxv_stream", "reference", "diffusers")
 DECODE_TIMESTEP = 0.05

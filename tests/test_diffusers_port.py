@@ -18,20 +18,13 @@ from ltxv.model.patchify import latent_grid, pixel_positions
 from ltxv.model.transformer import Transformer
 from ltxv.model.upsampler import LatentUpsampler
 from ltxv.model.vae import VideoVAE
-from ltxv.testing.configs import TINY_2B, TINY_13B, TINY_UPSAMPLER, TINY_VAE
+from ltxv.testing.configs import TINY_2B, TINY_13B, TINY_UPSAMPLER, TINY_VAE, scaled_vae
 from ltxv.testing.random_weights import random_state_dict
 
 TOL = 1e-5
 
 # The 0.9.5+ layout (the only one diffusers' converter maps for narrow widths), 8 channels wide, one resnet per stage.
-TINY_VAE_095 = dataclasses.replace(
-    VAE_0_9_5,
-    encoder_blocks=tuple(dataclasses.replace(b, num_layers=1) for b in VAE_0_9_5.encoder_blocks),
-    decoder_blocks=tuple(dataclasses.replace(b, num_layers=1) for b in VAE_0_9_5.decoder_blocks),
-    latent_channels=16,
-    encoder_base_channels=8,
-    decoder_base_channels=8,
-)
+TINY_VAE_095 = scaled_vae(8, layers=1, latent_channels=16)
 
 
 def _ours(cls: type, cfg: object, seed: int) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:

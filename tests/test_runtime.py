@@ -142,22 +142,13 @@ def test_memory_estimate_weights_modes_and_decode(kit) -> None:
 
 def test_estimate_of_the_decode_is_close_to_what_it_allocates() -> None:
     """The closed-form VAE working memory against the profiler's measure of the same decode, both ways."""
-    import dataclasses
-
     from test_vae_stream import _peak_working_bytes, _vae
 
-    from ltxv.config import VAE_0_9_5
     from ltxv.runtime.estimate import vae_bytes
+    from ltxv.testing.configs import scaled_vae
 
     # The real decoder's channel layout at a quarter of the width, one resnet per stage.
-    cfg = dataclasses.replace(
-        VAE_0_9_5,
-        decoder_blocks=tuple(dataclasses.replace(b, num_layers=1) for b in VAE_0_9_5.decoder_blocks),
-        encoder_blocks=tuple(dataclasses.replace(b, num_layers=1) for b in VAE_0_9_5.encoder_blocks),
-        latent_channels=16,
-        decoder_base_channels=32,
-        encoder_base_channels=8,
-    )
+    cfg = scaled_vae(32, layers=1, latent_channels=16, encoder_width=8)
     vae = _vae(cfg)
     z = torch.randn(1, 16, 7, 2, 3)
     for streaming in (False, True):

@@ -3,7 +3,9 @@ on a CPU in milliseconds. The key names and shapes they produce come from the sa
 
 from __future__ import annotations
 
-from ltxv.config import TransformerConfig, UpsamplerConfig, VAEConfig, vae_blocks
+import dataclasses
+
+from ltxv.config import VAE_0_9_5, TransformerConfig, UpsamplerConfig, VAEConfig, vae_blocks
 
 # T5 stand-in width: the tiny text encoder's d_model, hence the transformer's caption_channels.
 TINY_CAPTION_CHANNELS = 32
@@ -68,3 +70,23 @@ TINY_VAE = VAEConfig(
 TINY_UPSAMPLER = UpsamplerConfig(
     in_channels=TINY_LATENT_CHANNELS, mid_channels=32, num_blocks_per_stage=1, dims=3, spatial_upsample=True
 )
+
+
+def scaled_vae(
+    width: int, *, layers: int | None = None, latent_channels: int = 128, encoder_width: int | None = None
+) -> VAEConfig:
+    """The released 0.9.5+ VAE layout (:data:`ltxv.config.VAE_0_9_5`: its block list, compression and timestep
+    conditioning) at another base width (``encoder_width`` for the encoder if it differs), and, if given, one resnet
+    count for every stage: the benchmarks' mid-sized VAE and the tests' narrow real-layout ones."""
+
+    def depth(blocks: tuple) -> tuple:
+        return blocks if layers is None else tuple(dataclasses.replace(b, num_layers=layers) for b in blocks)
+
+    return dataclasses.replace(
+        VAE_0_9_5,
+        encoder_blocks=depth(VAE_0_9_5.encoder_blocks),
+        decoder_blocks=depth(VAE_0_9_5.decoder_blocks),
+        latent_channels=latent_channels,
+        encoder_base_channels=width if encoder_width is None else encoder_width,
+        decoder_base_channels=width,
+    )
