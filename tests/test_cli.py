@@ -166,8 +166,11 @@ def _media(tmp_path: Path, *names: str) -> list[str]:
 
 
 def test_generate_builds_the_request_and_writes_where_the_reference_would(
-    tmp_path: Path, fake_library: Any, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, fake_library: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ltxv.runtime import capability
+
+    monkeypatch.setattr(capability, "cpu_has_fast_bf16", lambda: False)  # the default dtype is then float32
     a, b = _media(tmp_path, "a.png", "b.mp4")
     out = tmp_path / "out"
     argv = ["generate", "--prompt", "A cat playing piano", "--num_frames", "33", "--height", "480", "--width", "704"]

@@ -365,14 +365,17 @@ def test_get_preset_and_load_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         load_recipe("configs/ltxv-13b-0.9.7-dev.yaml")
 
 
-def test_pipeline_args() -> None:
+def test_pipeline_args(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ltxv.runtime import capability
+
+    monkeypatch.setattr(capability, "cpu_has_fast_bf16", lambda: False)
     dev = PRESETS["ltxv-13b-0.9.8-dev"]
     args = pipeline_args(dev, device="cpu")
     assert args == {
         "checkpoint": "ltxv-13b-0.9.8-dev.safetensors",
         "upsampler": "ltxv-spatial-upscaler-0.9.8.safetensors",
         "text_encoder": "PixArt-alpha/PixArt-XL-2-1024-MS",
-        "dtype": torch.float32,  # bfloat16 recipes run in float32 on the CPU
+        "dtype": torch.float32,  # bfloat16 recipes run in float32 on a CPU without native bf16
         "device": "cpu",
     }
     assert pipeline_args(dev, device="cuda")["dtype"] == torch.bfloat16
@@ -385,6 +388,9 @@ def test_pipeline_args() -> None:
         pipeline_args(Recipe(), device="cpu")
     with pytest.raises(RequestError, match=r"dtype must be float32 or bfloat16"):
         pipeline_args(dev, device="cpu", dtype="float16")
+    monkeypatch.setattr(capability, "cpu_has_fast_bf16", lambda: True)  # AVX512-BF16 / AMX: bf16 is the faster one
+    assert pipeline_args(dev, device="cpu")["dtype"] == torch.bfloat16
+    assert pipeline_args(replace(dev, precision="float32"), device="cpu")["dtype"] == torch.float32
 
 
 def test_every_pass_setting_has_a_parser() -> None:

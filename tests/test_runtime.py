@@ -205,3 +205,23 @@ def test_text_to_video_never_reads_the_vae_encoder(kit) -> None:
     pipe.generate(_request(num_frames=9))
     assert pipe.models.vae.deferred_tensors is not None
     assert all(p.is_meta for p in pipe.models.vae.encoder.parameters())
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "fast"),
+    [
+        ("flags : fpu avx512f avx512_bf16 avx512_vnni", True),
+        ("flags : amx_bf16 amx_tile", True),
+        ("flags : avx2", False),
+    ],
+)
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path, cpuinfo: str, fast: bool) -> None:
+    from ltxv.runtime import capability
+
+    (tmp_path / "cpuinfo").write_text(cpuinfo)
+    monkeypatch.setattr(capability, "Path", lambda _: tmp_path / "cpuinfo")
+    capability.cpu_has_fast_bf16.cache_clear()
+    try:
+        assert capability.cpu_has_fast_bf16() is fast
+    finally:
+        capability.cpu_has_fast_bf16.cache_clear()

@@ -48,7 +48,7 @@ _FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 _MODEL_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     *((k.replace("_", "-"), {"help": f"overrides the recipe's {k} (a path or a released name)"}) for k in _MODELS),
-    ("dtype", {"choices": ["float32", "bfloat16"], "help": "default: bfloat16 on CUDA if the recipe asks, else fp32"}),
+    ("dtype", {"choices": ["float32", "bfloat16"], "help": "default: the recipe's bf16 where it is fast, else fp32"}),
     ("device", {"help": "default: cuda if available, else cpu"}),
     ("seed", {"type": int, "default": GenerationRequest.seed}),
     ("residency", {"choices": MODES, "help": "which models stay on the device between stages (default resident)"}),

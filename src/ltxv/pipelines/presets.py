@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from ltxv.pipelines.request import STG_ALIASES, PassSettings, Recipe, RequestError
+from ltxv.runtime import capability
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +307,9 @@ def pipeline_args(
     dtype: str | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments of ``load_pipeline`` for a recipe, any model overridden. The default dtype is bfloat16 on CUDA
-    when the recipe asks for reduced precision, else float32 (CPU bfloat16 is slow and not what the parity tests run).
+    """Keyword arguments of ``load_pipeline`` for a recipe, any model overridden. The default dtype is bfloat16 when
+    the recipe asks for reduced precision and the device computes it fast (CUDA, or a CPU with native bf16 dot
+    products, :func:`ltxv.runtime.capability.cpu_has_fast_bf16`), else float32 (emulated bf16 is slower than fp32).
     """
     checkpoint = checkpoint or recipe.checkpoint_path
     if checkpoint is None:
@@ -315,7 +317,8 @@ def pipeline_args(
     if upsampler is None and recipe.pipeline_type == "multi-scale":
         upsampler = recipe.spatial_upscaler_model_path
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or ("bfloat16" if device.startswith("cuda") and recipe.precision != "float32" else "float32")
+    fast_bf16 = device.startswith("cuda") or (device == "cpu" and capability.cpu_has_fast_bf16())
+    dtype = dtype or ("bfloat16" if fast_bf16 and recipe.precision != "float32" else "float32")
     if dtype not in ("float32", "bfloat16"):
         raise RequestError(f"dtype must be float32 or bfloat16, got {dtype!r}")
     return {
