@@ -120,7 +120,7 @@ def print_summary(results: dict) -> None:
     print("\nsummary (ratios: below 1 means ltxv is faster / smaller)")
     print(f"  {'measure':58s} {'value':>7s} {'target':>8s}  result")
     for name, value, t in summary_rows(results):
-        shown = "-" if value is None else f"{value:.3f}"
+        shown = "-" if value is None else f"{value:.3g}"
         bound = "" if t is None else f"{'>=' if t.at_least else '<='} {t.limit:g}"
         verdict = "" if t is None else ("n/a" if value is None else ("pass" if t.met(value) else "FAIL"))
         print(f"  {name:58s} {shown:>7s} {bound:>8s}  {verdict}")
