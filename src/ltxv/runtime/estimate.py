@@ -86,13 +86,14 @@ class MemoryEstimate:
         return max(self.stages, key=lambda s: s.device_peak).name
 
     def summary(self) -> str:
-        """One line, e.g. ``memory estimate (sequential): peak 12.3 GiB in pass2; weights transformer 3.9, ...``."""
-        w = ", ".join(f"{k} {_gib(v)}" for k, v in self.weights.items())
-        st = ", ".join(f"{s.name} {_gib(s.working)}" for s in self.stages)
+        """One line, e.g. ``memory estimate (sequential): device peak 12.3 GiB in pass2; weights transformer 3.9 GiB,
+        ...``; sizes under a GiB in MiB."""
+        w = ", ".join(f"{k} {_size(v)}" for k, v in self.weights.items())
+        st = ", ".join(f"{s.name} {_size(s.working)}" for s in self.stages)
         decode = "streaming" if self.decode_streaming else "one-shot"
         return (
-            f"memory estimate ({self.mode}): device peak {_gib(self.peak)} GiB in {self.peak_stage}; "
-            f"weights {w}; working {st} GiB ({decode} decode)"
+            f"memory estimate ({self.mode}): device peak {_size(self.peak)} in {self.peak_stage}; "
+            f"weights {w}; working {st} ({decode} decode)"
         )
 
 
@@ -215,5 +216,5 @@ def estimate_memory(
     return MemoryEstimate(mode=mode, weights=weights, stages=stages, decode_streaming=streaming)
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f}"
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
