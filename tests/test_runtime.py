@@ -121,10 +121,14 @@ def test_memory_estimate_weights_modes_and_decode(kit) -> None:
     assert est.weights == {
         "text_encoder": module_bytes(pipe.text_encoder.model),
         "transformer": module_bytes(m.transformer),
-        "vae": module_bytes(m.vae),
+        "vae": module_bytes(m.vae) - module_bytes(m.vae.encoder),  # text-to-video: the lazy encoder is never read
         "upsampler": module_bytes(m.upsampler),
     }
     assert [s.name for s in est.stages] == ["text", "pass1", "upsample", "pass2", "decode"]
+    from ltxv.pipelines.request import ConditioningMedia
+
+    i2v = pipe.memory_estimate(_request(conditioning=(ConditioningMedia(torch.zeros(3, 64, 96)),)))
+    assert i2v.weights["vae"] == module_bytes(m.vae)  # encoding an image reads the encoder
     assert est.decode_streaming  # 17 frames = 3 latent frames
     everything = sum(est.weights.values())
     by_mode = {}

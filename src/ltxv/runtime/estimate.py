@@ -180,7 +180,10 @@ def estimate_memory(
     transformer, vae, upsampler = models.transformer, models.vae, models.upsampler  # type: ignore[attr-defined]
     elem = next(transformer.parameters()).element_size()
     vae_elem = next(vae.parameters()).element_size()
-    weights = {"transformer": module_bytes(transformer), "vae": module_bytes(vae)}
+    vae_weights = module_bytes(vae)
+    if getattr(vae, "deferred_tensors", None) is not None and not any(p.encode_frames for p in passes):
+        vae_weights -= module_bytes(vae.encoder)  # a lazy encoder this run never reads
+    weights = {"transformer": module_bytes(transformer), "vae": vae_weights}
     if upsampler is not None:
         weights["upsampler"] = module_bytes(upsampler)
     t5 = getattr(text_encoder, "model", None)
