@@ -70,13 +70,25 @@ def part_args(ci: bool, layers: int, dtype: str) -> dict[str, list[str]]:
         return {
             "transformer_step": ["--layers", "1", "--height", "64", "--width", "64", "--frames", "9", "--repeat", "1"],
             "vae_decode": ["--config", "tiny", "--height", "64", "--width", "64", "--frames", "9"],
-            "end_to_end": ["--size", "tiny", "--height", "64", "--width", "96", "--frames", "9", "--dtype", dtype],
+            "end_to_end": [
+                "--size",
+                "tiny",
+                "--height",
+                "64",
+                "--width",
+                "96",
+                "--frames",
+                "9",
+                "--dtype",
+                dtype,
+                "-r1",
+            ],
             "fp8_quality": ["--size", "tiny", "--height", "64", "--width", "96", "--frames", "9"],
         }
     return {
         "transformer_step": ["--layers", str(layers), "--height", "480", "--width", "704", "--frames", "97"],
         "vae_decode": ["--height", "480", "--width", "704", "--frames", "97"],
-        "end_to_end": ["--height", "320", "--width", "512", "--frames", "49", "--dtype", dtype],
+        "end_to_end": ["--height", "320", "--width", "512", "--frames", "49", "--dtype", dtype, "-r3"],
         "fp8_quality": ["--height", "320", "--width", "512", "--frames", "49"],
     }
 
