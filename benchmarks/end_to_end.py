@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from measure import PhaseClock, Stages, gib, peak_rss, run_isolated
+from measure import PhaseClock, Stages, add_video_size, gib, peak_rss, run_isolated
 
 from ltxv.config import TRANSFORMER_2B, UPSAMPLER_SPATIAL, TransformerConfig, UpsamplerConfig, VAEConfig
 from ltxv.pipelines.presets import get_preset
@@ -481,9 +481,7 @@ def main(argv: list[str] | None = None) -> dict:
     from transformer_step import available
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--height", type=int, default=320)
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--frames", type=int, default=49)
+    add_video_size(p, (320, 512, 49))
     p.add_argument("--size", choices=["mid", "tiny"], default="mid")
     p.add_argument("--layers", type=int, default=8, help="transformer blocks of the mid-sized model")
     p.add_argument("--heads", type=int, default=8, help="64-wide heads of the mid-sized model (8 -> width 512)")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from end_to_end import PROMPT, recipe, write_model
+from measure import add_video_size
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -101,9 +102,7 @@ def run(height: int, width: int, frames: int, size: str, seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--height", type=int, default=320)
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--frames", type=int, default=49)
+    add_video_size(p, (320, 512, 49))
     p.add_argument("--size", choices=["mid", "tiny"], default="mid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path)

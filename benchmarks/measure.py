@@ -114,6 +114,12 @@ def run_isolated(module: str, function: str, kwargs: dict, timeout: float | None
     return json.loads(proc.stdout.rsplit("@@RESULT@@", 1)[1])
 
 
+def add_video_size(parser: Any, size: tuple[int, int, int]) -> None:
+    """``--height``, ``--width``, ``--frames`` with the part's default (height, width, frames)."""
+    for flag, default in zip(("--height", "--width", "--frames"), size):
+        parser.add_argument(flag, type=int, default=default)
+
+
 def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from measure import Stages, gib, matmul_peak, peak_rss, run_isolated, timed
+from measure import Stages, add_video_size, gib, matmul_peak, peak_rss, run_isolated, timed
 
 from ltxv.config import TRANSFORMER_2B, TransformerConfig
 from ltxv.model.patchify import latent_grid, pixel_positions
@@ -205,9 +205,7 @@ def print_report(res: dict) -> None:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--height", type=int, default=480)
-    p.add_argument("--width", type=int, default=704)
-    p.add_argument("--frames", type=int, default=97)
+    add_video_size(p, (480, 704, 97))
     p.add_argument("--text-tokens", type=int, default=128)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])

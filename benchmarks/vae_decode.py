@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from measure import Stages, gib, run_isolated
+from measure import Stages, add_video_size, gib, run_isolated
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -189,9 +189,7 @@ def _diffs(outputs: dict[str, str]) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--height", type=int, default=480)
-    p.add_argument("--width", type=int, default=704)
-    p.add_argument("--frames", type=int, default=97)
+    add_video_size(p, (480, 704, 97))
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--config", choices=list(CONFIGS), default="0.9.5", help="'tiny' for a CI-sized check")
     p.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
