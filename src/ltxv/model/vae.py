@@ -287,9 +287,10 @@ class VideoVAE(nn.Module):
             t = torch.as_tensor(timestep, dtype=torch.float32, device=z.device)
             t = t.expand(z.shape[0]) if t.ndim == 0 else t
         z = self.denormalize(z)
+        streamable = can_stream(self.decoder)  # walks the decoder's modules: once
         if chunk_frames == "auto":
-            chunk_frames = _AUTO_CHUNK if z.shape[2] > 2 and can_stream(self.decoder) else None
-        if chunk_frames is not None and not can_stream(self.decoder):
+            chunk_frames = _AUTO_CHUNK if z.shape[2] > 2 and streamable else None
+        elif chunk_frames is not None and not streamable:
             logger.warning("GroupNorm VAE decoder: cannot stream exactly, decoding in one shot")
             chunk_frames = None
         if chunk_frames is not None:
