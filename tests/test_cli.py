@@ -125,9 +125,11 @@ class FakePipeline:
 
     def generate(self, request: GenerationRequest, *, callback: Any = None) -> Any:
         self.requests.append(request)
-        for n in (3, 2):  # two passes
+        from ltxv.pipelines.progress import ProgressEvent
+
+        for k, n in enumerate((3, 2)):  # two passes
             for i in range(n):
-                callback(i, n, 1.0 - i / n)
+                callback(ProgressEvent("denoise", i + 1, n, pass_index=k, num_passes=2, t=1.0 - i / n))
         video = torch.zeros(1).expand(request.num_frames, request.height, request.width, 3)  # no memory
         return types.SimpleNamespace(video=video, latents=torch.zeros(1, 16, 1, 1, 1))
 

@@ -22,8 +22,8 @@ from ltxv.runtime.residency import MODES
 from ltxv.weights.errors import LoadError
 
 if TYPE_CHECKING:
-    from ltxv.pipelines.denoise import StepCallback
     from ltxv.pipelines.generate import Pipeline
+    from ltxv.pipelines.progress import ProgressCallback, ProgressEvent
 
 log = logging.getLogger(__name__)
 DEFAULT_PRESET = "ltxv-2b-0.9.8-distilled"
@@ -124,19 +124,25 @@ def load(a: argparse.Namespace, recipe: Recipe) -> Pipeline:
     return load_pipeline(**args, residency=residency, quantize=a.quantize, compile=a.compile)
 
 
-def progress() -> StepCallback:
-    """One bar per denoising pass (tqdm comes with huggingface_hub)."""
-    bars: list[Any] = []
+def progress() -> ProgressCallback:
+    """One labelled bar per denoising pass and one for the decode (tqdm comes with huggingface_hub)."""
+    bars: dict[str, Any] = {}
 
-    def step(i: int, n: int, t: float) -> None:
-        if i == 0:  # each pass counts its steps from 0
-            bars.append(tqdm(total=n, unit="step", file=sys.stderr))
-        bars[-1].set_postfix_str(f"t={t:.4f}")
-        bars[-1].update()
-        if i + 1 == n:
-            bars[-1].close()
+    def update(e: ProgressEvent) -> None:
+        if e.stage not in ("denoise", "decode"):
+            return
+        label = e.describe()
+        if label not in bars:
+            unit = "step" if e.stage == "denoise" else "frame"
+            bars[label] = tqdm(total=e.total, unit=unit, desc=label, file=sys.stderr)
+        bar = bars[label]
+        if e.t is not None:
+            bar.set_postfix_str(f"t={e.t:.4f}")
+        bar.update(e.done - bar.n)
+        if e.done == e.total:
+            bar.close()
 
-    return step
+    return update
 
 
 def render(pipe: Pipeline, request: GenerationRequest, out: Path) -> None:

@@ -220,26 +220,56 @@ class Transformer(nn.Module):
         b = tokens.shape[0]
         if text.batch != b:
             raise ValueError(f"text batch {text.batch} != token batch {b}")
-        x = self.patchify_proj(tokens)  # (B, N, D), owned here: the blocks update it in place
-        dtype, d = x.dtype, x.shape[-1]
+        x, modulation, embedded = self.embed(tokens, timesteps)
         if rope is None:
-            rope = self.rope(positions, dtype)
+            rope = self.rope(positions, x.dtype)
+        skips = self.skip_masks(skip_layer_mask, b, x.dtype)
+        x = self.run_blocks(x, text, modulation, rope, skips, skip_layer_strategy)
+        return self.head(x, embedded)
 
+    # The forward in three parts, for callers that run only some blocks (step caching, sequence parallelism). Each part
+    # is exactly the corresponding piece of :meth:`forward`, so composing them is bit-identical to it.
+
+    def embed(self, tokens: torch.Tensor, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """tokens (B, N, C_in), timesteps as in :meth:`forward` -> the residual stream x (B, N, D) (owned by the
+        caller: blocks update it in place), the AdaLN modulation (B, T', 6, D) and the timestep embedding
+        (B, T', 1, D) for :meth:`head`."""
+        b = tokens.shape[0]
+        x = self.patchify_proj(tokens)  # (B, N, D)
+        dtype, d = x.dtype, x.shape[-1]
         t = timesteps.flatten() * self.cfg.timestep_scale_multiplier  # (B*T',)
         modulation, embedded = self.adaln_single(t, dtype)
-        modulation = modulation.view(b, -1, 6, d)  # (B, T', 6, D)
-        embedded = embedded.view(b, -1, 1, d)  # (B, T', 1, D)
+        return x, modulation.view(b, -1, 6, d), embedded.view(b, -1, 1, d)
 
-        skips = None
-        if skip_layer_mask is not None:
-            if skip_layer_mask.shape != (len(self.transformer_blocks), b):
-                raise ValueError(f"skip_layer_mask is {tuple(skip_layer_mask.shape)}, expected (num_layers, {b})")
-            skips = skip_layer_mask.to(dtype).view(-1, b, 1, 1)  # (layers, B, 1, 1)
+    def skip_masks(self, skip_layer_mask: torch.Tensor | None, batch: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """The STG mask (num_layers, B) as the blocks take it, (num_layers, B, 1, 1) in ``dtype``; None stays None."""
+        if skip_layer_mask is None:
+            return None
+        if skip_layer_mask.shape != (len(self.transformer_blocks), batch):
+            raise ValueError(f"skip_layer_mask is {tuple(skip_layer_mask.shape)}, expected (num_layers, {batch})")
+        return skip_layer_mask.to(dtype).view(-1, batch, 1, 1)
 
-        for i, block in enumerate(self.transformer_blocks):
+    def run_blocks(
+        self,
+        x: torch.Tensor,
+        text: PreparedText,
+        modulation: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        skips: torch.Tensor | None = None,
+        skip_strategy: SkipLayerStrategy | None = None,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> torch.Tensor:
+        """Blocks ``start`` to ``stop`` (exclusive; default all) on x (B, N, D), updated in place and returned;
+        ``skips`` from :meth:`skip_masks`."""
+        stop = len(self.transformer_blocks) if stop is None else stop
+        for i in range(start, stop):
             skip = None if skips is None else skips[i]
-            x = block(x, text, i, modulation, rope, skip, skip_layer_strategy)
+            x = self.transformer_blocks[i](x, text, i, modulation, rope, skip, skip_strategy)
+        return x
 
+    def head(self, x: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+        """The output norm, modulation and projection: x (B, N, D) (modified in place) -> (B, N, C_out)."""
         shift, scale = (self.scale_shift_table + embedded).unbind(2)  # (B, T', D) each
-        x = F.layer_norm(x, (d,), eps=_OUT_NORM_EPS).mul_(1 + scale).add_(shift)
+        x = F.layer_norm(x, (x.shape[-1],), eps=_OUT_NORM_EPS).mul_(1 + scale).add_(shift)
         return self.proj_out(x)  # (B, N, C_out)

@@ -1,8 +1,8 @@
-"""One denoising pass: the rectified-flow loop with per-token timesteps, batched guidance and conditioning tokens.
+"""The denoise closure of one pass: batched guidance around the step's transformer (study §4.7).
 
-Numerically this is the reference's ``LTXVideoPipeline.__call__`` loop (study §3.4, §4.3, §4.7). Differences, on
-purpose:
-- RoPE tables and the fractional positions are computed once per pass, not per step.
+Numerically this is the model side of the reference's ``LTXVideoPipeline.__call__`` loop; the loop itself (schedule,
+update rule, conditioning mask) is a sampler in :mod:`ltxv.sampling.samplers`. Differences, on purpose:
+- RoPE tables, the fractional positions and the text side of the network are computed once per pass, not per step.
 - Guidance branches are laid out branch-major ``[uncond..., cond..., perturbed...]`` and the STG skip mask marks the
   perturbed *branch* for every batch element. The reference marks ``ptb_index::num_conds`` (batch-major) over a
   branch-major batch, which perturbs the wrong samples when the batch is larger than 1 (study §7).
@@ -10,18 +10,14 @@ purpose:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ltxv.conditioning.state import LatentState
 from ltxv.model.transformer import PreparedText, SkipLayerStrategy, Transformer
 from ltxv.pipelines.request import PassSettings
 from ltxv.sampling.guidance import active_branches, combine, guidance_at
-from ltxv.sampling.step import conditioned_update, euler_step, stochastic_step, token_timesteps
-
-StepCallback = Callable[[int, int, float], None]  # (step index, number of steps, t)
 
 
 @dataclass(frozen=True)
@@ -84,88 +80,135 @@ def per_step_guidance(settings: PassSettings, timesteps: list[float]) -> list[St
     return out
 
 
-def denoise(
-    transformer: Transformer,
-    state: LatentState,
-    text: TextContext,
-    timesteps: torch.Tensor,
-    settings: PassSettings,
-    *,
-    frame_rate: float,
-    stg_mode: str,
-    image_cond_noise_scale: float,
-    noise: torch.Generator,
-    aux: torch.Generator,
-    callback: StepCallback | None = None,
-) -> torch.Tensor:
-    """Run the pass; return the final tokens (B, N, C), conditioning tokens included.
+@dataclass(frozen=True)
+class TransformerCall:
+    """One transformer evaluation of a step: everything the call needs, so a wrapper (step caching, sequence
+    parallelism) can run it, run parts of it (``model.embed`` / ``run_blocks`` / ``head``) or skip it.
 
-    ``noise`` is the stream the reference draws from its ``generator`` (the per-step conditioning noise), ``aux`` the
-    one it draws from the global RNG (stochastic sampling)."""
-    latents = state.latents
-    b = latents.shape[0]
-    dtype = next(transformer.parameters()).dtype
-    steps = [float(t) for t in timesteps.tolist()]  # the host's copy, read once per pass
-    guidance = per_step_guidance(settings, steps)
-    # The schedule on the latents' device once, so the loop copies nothing between host and device.
-    timesteps = timesteps.to(device=latents.device, dtype=torch.float32)
-    grid = torch.cat([timesteps, timesteps.new_zeros(1)])
-    positions = state.positions.to(torch.float32)
-    positions[:, 0] = positions[:, 0] * (1.0 / frame_rate)
-    cos, sin = transformer.rope(positions, dtype=dtype)  # (B, N, D), once per pass
-    n_max = max(len(active_branches(g.cfg, g.stg)) for g in guidance)
-    if b > 1:  # every guidance branch shares the positions; a batch of 1 broadcasts
-        cos, sin = cos.repeat(n_max, 1, 1), sin.repeat(n_max, 1, 1)
-    strategy = SkipLayerStrategy(stg_mode)
-    text = text.trimmed()
-    texts = {"uncond": (text.negative, text.negative_mask), "cond": (text.positive, text.positive_mask)}
-    texts["perturbed"] = texts["cond"]
-    prepared: dict[tuple[str, ...], PreparedText] = {}  # the text side of the network, once per branch set and pass
-    hard = None if state.strength is None else (state.strength > 1.0 - 1e-6).unsqueeze(-1)
+    The batch is branch-major: ``branches[k]`` holds rows ``k * batch .. (k + 1) * batch`` of every tensor."""
 
-    for i, (t, g) in enumerate(zip(steps, guidance)):
-        t_ = timesteps[i]  # 0-d float32, so the arithmetic below rounds as the reference's does
+    step: int
+    label: str  # the transformer's name in the pipeline (hybrid schedules run several)
+    model: Transformer
+    tokens: torch.Tensor  # (n * B, N, C_in)
+    timesteps: torch.Tensor  # (n * B, 1) or (n * B, N)
+    text: PreparedText
+    rope: tuple[torch.Tensor, torch.Tensor]
+    skip_mask: torch.Tensor | None  # (num_layers, n * B)
+    skip_strategy: SkipLayerStrategy | None
+    branches: tuple[str, ...]
+    batch: int
+
+    def run(self) -> torch.Tensor:
+        """The plain call: velocity (n * B, N, C_out)."""
+        return self.model(
+            self.tokens,
+            None,
+            self.timesteps,
+            self.text,
+            rope=self.rope,
+            skip_layer_mask=self.skip_mask,
+            skip_layer_strategy=self.skip_strategy,
+        )
+
+
+CallTransformer = Callable[[TransformerCall], torch.Tensor]
+StepModels = Sequence[tuple[str, Transformer]]  # (label, network) for each step of a pass
+
+
+class Denoiser:
+    """The denoise closure of one pass: latents and per-token times in, the guided velocity out.
+
+    It runs the guidance branches of each step as one batch (branch-major ``[uncond..., cond..., perturbed...]``),
+    with the step's transformer (``models[step]``: one network for every step, or a hybrid schedule), and keeps per
+    network what depends only on the pass: the RoPE tables of the positions and the text side of the network (the
+    projected captions' cross-attention keys/values), once per branch set. ``call`` evaluates a
+    :class:`TransformerCall` (default: :meth:`TransformerCall.run`); step caching and sequence parallelism wrap it.
+    A sampler (``ltxv.sampling.samplers``) calls the denoiser once per step."""
+
+    def __init__(
+        self,
+        models: StepModels,
+        text: TextContext,
+        positions: torch.Tensor,
+        settings: PassSettings,
+        timesteps: Sequence[float],
+        *,
+        frame_rate: float,
+        stg_mode: str,
+        call: CallTransformer | None = None,
+    ) -> None:
+        if len(models) != len(timesteps):
+            raise ValueError(f"{len(models)} step models for {len(timesteps)} steps")
+        self.models = models
+        self.guidance = per_step_guidance(settings, list(timesteps))
+        self.cfg_star = settings.cfg_star_rescale
+        self.strategy = SkipLayerStrategy(stg_mode)
+        self.call = call or TransformerCall.run
+        self.batch = positions.shape[0]
+        self.n_max = max(len(active_branches(g.cfg, g.stg)) for g in self.guidance)
+        positions = positions.to(torch.float32)
+        positions[:, 0] = positions[:, 0] * (1.0 / frame_rate)
+        self.positions = positions  # (B, 3, N) seconds, pixels, pixels
+        text = text.trimmed()
+        self.texts = {"uncond": (text.negative, text.negative_mask), "cond": (text.positive, text.positive_mask)}
+        self.texts["perturbed"] = self.texts["cond"]
+        self._rope: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._prepared: dict[tuple[str, tuple[str, ...]], PreparedText] = {}
+
+    def rope(self, label: str, model: Transformer) -> tuple[torch.Tensor, torch.Tensor]:
+        if label not in self._rope:
+            cos, sin = model.rope(self.positions, dtype=_dtype(model))  # (B, N, D), once per pass and network
+            if self.batch > 1:  # every guidance branch shares the positions; a batch of 1 broadcasts
+                cos, sin = cos.repeat(self.n_max, 1, 1), sin.repeat(self.n_max, 1, 1)
+            self._rope[label] = (cos, sin)
+        return self._rope[label]
+
+    def prepared_text(self, label: str, model: Transformer, branches: tuple[str, ...]) -> PreparedText:
+        key = (label, branches)
+        if key not in self._prepared:
+            self._prepared[key] = model.prepare_text(
+                torch.cat([self.texts[k][0] for k in branches]).to(_dtype(model)),
+                torch.cat([self.texts[k][1] for k in branches]),
+            )
+        return self._prepared[key]
+
+    def __call__(self, step: int, latents: torch.Tensor, t_tok: torch.Tensor) -> torch.Tensor:
+        g = self.guidance[step]
+        label, model = self.models[step]
+        dtype = _dtype(model)
         branches = active_branches(g.cfg, g.stg)
-        n = len(branches)
-        if hard is not None and image_cond_noise_scale > 0.0:
-            eps = torch.randn(latents.shape, generator=noise, dtype=latents.dtype, device=latents.device)
-            latents = torch.where(hard, state.clean + image_cond_noise_scale * eps * (t_**2), latents)
-        t_tok = token_timesteps(t_.reshape(1, 1).expand(b, 1), state.strength)  # (B, 1) or (B, N)
+        n, b = len(branches), latents.shape[0]
         skip_mask = None
         if "perturbed" in branches and g.blocks:
-            skip_mask = skip_layer_mask(transformer.cfg.num_layers, n, b, g.blocks).to(
-                dtype=dtype, device=latents.device
+            skip_mask = skip_layer_mask(model.cfg.num_layers, n, b, g.blocks).to(dtype=dtype, device=latents.device)
+        cos, sin = self.rope(label, model)
+        velocity = self.call(
+            TransformerCall(
+                step=step,
+                label=label,
+                model=model,
+                tokens=torch.cat([latents] * n).to(dtype),
+                timesteps=torch.cat([t_tok] * n),
+                text=self.prepared_text(label, model, branches),
+                rope=(cos[: n * b], sin[: n * b]),
+                skip_mask=skip_mask,
+                skip_strategy=self.strategy if skip_mask is not None else None,
+                branches=branches,
+                batch=b,
             )
-        key = tuple(branches)
-        if key not in prepared:
-            prepared[key] = transformer.prepare_text(
-                torch.cat([texts[k][0] for k in branches]).to(dtype), torch.cat([texts[k][1] for k in branches])
-            )
-        velocity = transformer(
-            torch.cat([latents] * n).to(dtype),
-            None,
-            torch.cat([t_tok] * n),
-            prepared[key],
-            rope=(cos[: n * b], sin[: n * b]),
-            skip_layer_mask=skip_mask,
-            skip_layer_strategy=strategy if skip_mask is not None else None,
         )
         parts = dict(zip(branches, velocity.chunk(n)))
-        v = combine(
+        return combine(
             parts.get("uncond"),
             parts.get("cond"),
             parts.get("perturbed"),
             cfg_scale=g.cfg,
             stg_scale=g.stg,
             rescale=g.rescale,
-            cfg_star=settings.cfg_star_rescale,
+            cfg_star=self.cfg_star,
         )
-        t_step = t_tok[:1]  # the reference steps every element with element 0's timesteps
-        if settings.stochastic_sampling:
-            stepped = stochastic_step(latents, v, t_step, grid, generator=aux)
-        else:
-            stepped = euler_step(latents, v, t_step, grid)
-        latents = conditioned_update(latents, stepped, t_, state.strength)
-        if callback is not None:
-            callback(i, len(steps), t)
-    return latents
+
+
+def _dtype(model: Transformer) -> torch.dtype:
+    return model.patchify_proj.weight.dtype

@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 
 from ltxv.config import SchedulerConfig
-from ltxv.pipelines.denoise import StepCallback, per_step_guidance
+from ltxv.model.transformer import Transformer
+from ltxv.pipelines.denoise import CallTransformer, StepModels, per_step_guidance
 from ltxv.pipelines.media import load_request_media
+from ltxv.pipelines.progress import ProgressCallback, ProgressEvent
 from ltxv.pipelines.request import GenerationRequest, RequestError, padded_size
-from ltxv.pipelines.stages import PassMedia, Streams, decode, encode_text, pass_timesteps, run_pass
+from ltxv.pipelines.stages import PassMedia, PassPlan, Streams, decode, encode_text, pass_timesteps, run_pass
 from ltxv.runtime.compile import CompileStats, compile_transformer
 from ltxv.runtime.estimate import MemoryEstimate, PassShape, estimate_memory
 from ltxv.runtime.residency import Residency
@@ -57,6 +59,17 @@ class Pipeline:
         self.device = torch.device(device)
         self.residency = Residency(self.device, residency)
         self.compile_stats: CompileStats | None = compile_transformer(models.transformer) if compile else None
+        # Every transformer the pipeline can run, by label; they share the VAE, T5, upsampler and latent space.
+        self.transformers: dict[str, Transformer] = {"main": models.transformer}
+
+    def step_models(self, request: GenerationRequest, pass_index: int, steps: int) -> StepModels:
+        """(label, transformer) for every step of pass ``pass_index``: the main transformer throughout."""
+        return [("main", self.models.transformer)] * steps
+
+    def transformer_call(self, request: GenerationRequest, pass_index: int) -> CallTransformer | None:
+        """How the denoiser of a pass evaluates the transformer (None: a plain call). Made anew for every pass, so
+        a wrapper with state (step caching) starts clean in each."""
+        return None
 
     def scheduler_config(self, sampler: str) -> SchedulerConfig:
         if sampler in ("from_checkpoint", "", None):
@@ -118,7 +131,8 @@ class Pipeline:
         return estimate_memory(self.models, self.text_encoder, self.residency.mode, num_frames=frames, passes=shapes)
 
     @torch.inference_mode()
-    def generate(self, request: GenerationRequest, *, callback: StepCallback | None = None) -> GenerationResult:
+    def generate(self, request: GenerationRequest, *, callback: ProgressCallback | None = None) -> GenerationResult:
+        """Run ``request``; ``callback`` receives a :class:`ProgressEvent` per unit of work (raise from it to stop)."""
         request.validate()
         recipe = request.recipe
         m = self.models
@@ -132,28 +146,28 @@ class Pipeline:
         use = self.residency.use
         with use(text_encoder=self.text_encoder):
             text = encode_text(self.text_encoder, request.prompt, request.negative_prompt)
+        if callback is not None:
+            callback(ProgressEvent("text", 1, 1))
 
         def one_pass(i: int, pm: PassMedia, init: torch.Tensor | None) -> torch.Tensor:
             h, w = sizes[i]
             ts = self.pass_timesteps(request, i, h, w, pm.source is not None)
+            plan = PassPlan(
+                h,
+                w,
+                frames,
+                request.frame_rate,
+                recipe.passes[i],
+                ts,
+                recipe.stg_mode,
+                request.image_cond_noise_scale,
+                pass_index=i,
+                num_passes=len(sizes),
+            )
+            models = self.step_models(request, i, len(ts))
+            call = self.transformer_call(request, i)
             with use(transformer=m.transformer, vae=m.vae if pm.source is not None or pm.conditioning else None):
-                return run_pass(
-                    m.transformer,
-                    m.vae,
-                    text,
-                    recipe.passes[i],
-                    ts,
-                    height=h,
-                    width=w,
-                    num_frames=frames,
-                    frame_rate=request.frame_rate,
-                    media=pm,
-                    init_latents=init,
-                    streams=streams,
-                    stg_mode=recipe.stg_mode,
-                    image_cond_noise_scale=request.image_cond_noise_scale,
-                    callback=callback,
-                )
+                return run_pass(models, m.vae, text, plan, pm, init, streams, call=call, progress=callback)
 
         if len(sizes) == 1:
             latents = one_pass(0, media, None)
@@ -161,6 +175,8 @@ class Pipeline:
             low = one_pass(0, media, None)
             with use(upsampler=m.upsampler):
                 up = adain(m.upsampler(low), low)  # type: ignore[misc]
+            if callback is not None:
+                callback(ProgressEvent("upsample", 1, 1))
             latents = one_pass(1, PassMedia(conditioning=media.conditioning), up)
         last = recipe.passes[-1]
         top, left = (height - request.height) // 2, (width - request.width) // 2
@@ -175,6 +191,7 @@ class Pipeline:
                 size=(height, width),
                 crop=(top, left, request.height, request.width),
                 num_frames=request.num_frames,
+                progress=callback,
             )
         return GenerationResult(video=video, latents=latents)
 

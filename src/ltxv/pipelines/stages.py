@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from ltxv.conditioning.state import EncodedItem, build_state
 from ltxv.config import SchedulerConfig
 from ltxv.model.patchify import unpatchify
-from ltxv.model.transformer import Transformer
 from ltxv.model.vae import VideoVAE
-from ltxv.pipelines.denoise import StepCallback, TextContext, denoise
+from ltxv.pipelines.denoise import CallTransformer, Denoiser, StepModels, TextContext
+from ltxv.pipelines.progress import ProgressCallback, ProgressEvent
 from ltxv.pipelines.request import PassSettings, RequestError
 from ltxv.sampling.latent_ops import decode_noise, tone_map
+from ltxv.sampling.samplers import sample_rectified_flow
 from ltxv.sampling.schedules import check_allowed, make_timesteps
 from ltxv.text.t5 import TextEncoder
 
@@ -74,34 +75,47 @@ def pass_timesteps(
     return ts
 
 
+@dataclass(frozen=True)
+class PassPlan:
+    """What one denoising pass runs: its size, schedule and settings, and where it sits in the request."""
+
+    height: int
+    width: int
+    num_frames: int
+    frame_rate: float
+    settings: PassSettings
+    timesteps: torch.Tensor  # (S,) float32, descending
+    stg_mode: str
+    image_cond_noise_scale: float
+    pass_index: int = 0
+    num_passes: int = 1
+
+
 def run_pass(
-    transformer: Transformer,
+    models: StepModels,
     vae: VideoVAE,
     text: TextContext,
-    settings: PassSettings,
-    timesteps: torch.Tensor,
-    *,
-    height: int,
-    width: int,
-    num_frames: int,
-    frame_rate: float,
+    plan: PassPlan,
     media: PassMedia,
     init_latents: torch.Tensor | None,
     streams: Streams,
-    stg_mode: str,
-    image_cond_noise_scale: float,
-    callback: StepCallback | None = None,
+    *,
+    call: CallTransformer | None = None,
+    progress: ProgressCallback | None = None,
 ) -> torch.Tensor:
-    """One pass at (height, width); returns normalised latents (1, C, F', H', W') of the video (no appended tokens)."""
+    """One pass at the plan's size with ``models[i]`` = (label, transformer) running step i; returns normalised
+    latents (1, C, F', H', W') of the video (no appended tokens). ``call``: see :class:`Denoiser`."""
     s, ts = vae.spatial_compression, vae.temporal_compression
-    f, h, w = (num_frames - 1) // ts + 1, height // s, width // s
-    c = transformer.cfg.in_channels
+    f, h, w = (plan.num_frames - 1) // ts + 1, plan.height // s, plan.width // s
+    c = models[0][1].cfg.in_channels
     dtype = text.positive.dtype
-    t0 = timesteps[0]
+    t0 = plan.timesteps[0]
     if media.source is not None:
         if init_latents is not None:
             raise RequestError("a pass cannot start from both latents and a source video")
-        init_latents = vae.encode(resize_frames(media.source, height, width).to(vae_dtype(vae)), generator=streams.aux)
+        init_latents = vae.encode(
+            resize_frames(media.source, plan.height, plan.width).to(vae_dtype(vae)), generator=streams.aux
+        )
     # The reference draws the noise in token layout (b, f*h*w, c), then rearranges.
     noise = torch.randn((1, f * h * w, c), generator=streams.noise, dtype=dtype, device=text.positive.device)
     latents = noise.transpose(1, 2).reshape(1, c, f, h, w)
@@ -111,23 +125,53 @@ def run_pass(
         latents = t0 * latents + (1 - t0) * init_latents.to(dtype)
     items = [
         EncodedItem(
-            vae.encode(resize_frames(m, height, width).to(vae_dtype(vae)), generator=streams.aux), frame, strength
+            vae.encode(resize_frames(m, plan.height, plan.width).to(vae_dtype(vae)), generator=streams.aux),
+            frame,
+            strength,
         )
         for m, frame, strength in media.conditioning
     ]
-    state = build_state(latents, items, generator=streams.noise, causal_fix=transformer.cfg.causal_temporal_positioning)
-    tokens = denoise(
-        transformer,
-        state,
+    causal_fix = models[0][1].cfg.causal_temporal_positioning
+    state = build_state(latents, items, generator=streams.noise, causal_fix=causal_fix)
+    steps = [float(t) for t in plan.timesteps.tolist()]
+    denoiser = Denoiser(
+        models,
         text,
-        timesteps,
-        settings,
-        frame_rate=frame_rate,
-        stg_mode=stg_mode,
-        image_cond_noise_scale=image_cond_noise_scale,
+        state.positions,
+        plan.settings,
+        steps,
+        frame_rate=plan.frame_rate,
+        stg_mode=plan.stg_mode,
+        call=call,
+    )
+
+    def on_step(i: int, t: float, x: torch.Tensor, x0: torch.Tensor) -> None:
+        video = slice(state.num_prefix, None)
+        progress(  # type: ignore[misc]
+            ProgressEvent(
+                "denoise",
+                i + 1,
+                len(steps),
+                pass_index=plan.pass_index,
+                num_passes=plan.num_passes,
+                t=t,
+                model=models[i][0],
+                latents=unpatchify(x[:, video], f, h, w),
+                denoised=unpatchify(x0[:, video], f, h, w),
+            )
+        )
+
+    tokens = sample_rectified_flow(
+        denoiser,
+        state.latents,
+        plan.timesteps,
+        strength=state.strength,
+        clean=state.clean,
+        image_cond_noise_scale=plan.image_cond_noise_scale,
+        stochastic=plan.settings.stochastic_sampling,
         noise=streams.noise,
         aux=streams.aux,
-        callback=callback,
+        on_step=on_step if progress is not None else None,
     )
     return unpatchify(tokens[:, state.num_prefix :], f, h, w)
 
@@ -147,6 +191,7 @@ def decode(
     size: tuple[int, int],
     crop: tuple[int, int, int, int],
     num_frames: int,
+    progress: ProgressCallback | None = None,
 ) -> torch.Tensor:
     """Normalised latents (1, C, F', H', W') -> the output video (num_frames, h, w, 3) float32 in [0, 1].
 
@@ -170,6 +215,8 @@ def decode(
         if n > 0:  # the reference's (x / 2 + 0.5).clamp(0, 1), in place on the one float32 copy
             x = resize_frames(frames[:, :, :n].float().div_(2).add_(0.5).clamp_(0, 1), *size)  # (1, 3, n, *size)
             out[start : start + n] = x[0, :, :, top : top + h, left : left + w].permute(1, 2, 3, 0)
+            if progress is not None:
+                progress(ProgressEvent("decode", start + n, num_frames))
 
     vae.decode(latents.to(vae_dtype(vae)), timestep=timestep, generator=streams.aux, sink=sink)
     return out

@@ -1,0 +1,65 @@
+"""Samplers: loops over a velocity function, as k-diffusion's ``sample_*`` are loops over a denoiser.
+
+A sampler knows the schedule, the update rule and the conditioning mask; it does not know the network, the guidance
+or the text: those live behind the :data:`Velocity` callable it is given (``ltxv.pipelines.denoise.Denoiser``), which
+also picks the transformer of each step (hybrid schedules) and may reuse earlier work (step caching).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ltxv.sampling.step import conditioned_update, euler_step, stochastic_step, token_timesteps
+
+# (step index, latents (B, N, C), per-token or per-sample times (B, N) / (B, 1)) -> guided velocity (B, N, C)
+Velocity = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+# (step index, t, latents after the step, the step's denoised prediction x0 = x - t v), both (B, N, C)
+OnStep = Callable[[int, float, torch.Tensor, torch.Tensor], None]
+
+
+def sample_rectified_flow(
+    velocity: Velocity,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    *,
+    strength: torch.Tensor | None = None,
+    clean: torch.Tensor | None = None,
+    image_cond_noise_scale: float = 0.0,
+    stochastic: bool = False,
+    noise: torch.Generator | None = None,
+    aux: torch.Generator | None = None,
+    on_step: OnStep | None = None,
+) -> torch.Tensor:
+    """The reference's denoising loop (``LTXVideoPipeline.__call__``, study §3.4, §4.3): per-token timesteps
+    ``min(t, 1 - strength)``, an Euler (or, with ``stochastic``, a re-noising) step to the next grid value, and only
+    the tokens the conditioning mask allows are moved.
+
+    latents (B, N, C); timesteps (S,) float32 descending; ``strength`` (B, N) conditioning strengths (None: nothing
+    conditions the pass) with ``clean`` (B, N, C), the state hard-conditioned tokens are reset to before each step,
+    plus ``image_cond_noise_scale * eps * t^2`` drawn from ``noise`` (the reference's ``generator``). ``aux`` stands in
+    for the reference's global RNG (stochastic sampling's noise). Returns the final latents (B, N, C)."""
+    b = latents.shape[0]
+    steps = [float(t) for t in timesteps.tolist()]  # the host's copy, read once per pass
+    # The schedule on the latents' device once, so the loop copies nothing between host and device.
+    timesteps = timesteps.to(device=latents.device, dtype=torch.float32)
+    grid = torch.cat([timesteps, timesteps.new_zeros(1)])
+    hard = None if strength is None else (strength > 1.0 - 1e-6).unsqueeze(-1)
+    for i, t in enumerate(steps):
+        t_ = timesteps[i]  # 0-d float32, so the arithmetic below rounds as the reference's does
+        if hard is not None and image_cond_noise_scale > 0.0:
+            eps = torch.randn(latents.shape, generator=noise, dtype=latents.dtype, device=latents.device)
+            latents = torch.where(hard, clean + image_cond_noise_scale * eps * (t_**2), latents)
+        t_tok = token_timesteps(t_.reshape(1, 1).expand(b, 1), strength)  # (B, 1) or (B, N)
+        v = velocity(i, latents, t_tok)
+        t_step = t_tok[:1]  # the reference steps every element with element 0's timesteps
+        if stochastic:
+            stepped = stochastic_step(latents, v, t_step, grid, generator=aux)
+        else:
+            stepped = euler_step(latents, v, t_step, grid)
+        x0 = None if on_step is None else latents - t_tok.unsqueeze(-1) * v  # before the update overwrites latents
+        latents = conditioned_update(latents, stepped, t_, strength)
+        if on_step is not None:
+            on_step(i, t, latents, x0)  # type: ignore[arg-type]
+    return latents
