@@ -33,7 +33,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def ours(kit) -> Pipeline:
-    return load_pipeline(kit.checkpoint, upsampler=kit.upsampler, text_encoder=kit.text_encoder)
+    return load_pipeline(kit.checkpoint, upsampler=kit.upsampler, text_encoder=kit.text_encoder, dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +265,7 @@ def test_v2v_under_multiscale_is_fixed(ours, reference) -> None:
 def test_allowed_inference_steps_are_enforced(tmp_path: Path) -> None:
     allowed = (1.0, 0.9937, 0.9875, 0.9812, 0.975, 0.9094, 0.725, 0.4219)
     kit = write_tiny_kit(tmp_path, allowed_inference_steps=allowed)
-    pipe = load_pipeline(kit.checkpoint, text_encoder=kit.text_encoder)
+    pipe = load_pipeline(kit.checkpoint, text_encoder=kit.text_encoder, dtype=torch.float32)
     ok = _req(recipe=Recipe(first_pass=PassSettings(timesteps=LQ8)))
     assert pipe.generate(ok).video.shape == (17, 64, 96, 3)
     with pytest.raises(ValueError, match="not allowed by this checkpoint"):

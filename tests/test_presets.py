@@ -320,7 +320,10 @@ def test_lists_become_tuples() -> None:
         ({"skip_block_list": [1.5]}, "skip_block_list: expected an integer"),
         ({"guidance_scale": [1, 3]}, "need guidance_timesteps"),
         ({"guidance_scale": [1, 3], "guidance_timesteps": [1.0]}, "has 2 entries but guidance_timesteps has 1"),
-        ({"pipeline_type": "multi-scale", "first_pass": {"timesteps": [1.5]}, "second_pass": {}}, "timesteps must lie"),
+        (
+            {"pipeline_type": "multi-scale", "first_pass": {"timesteps": [1.5]}, "second_pass": {}},
+            "timesteps must be a non-empty list in (0, 1]",
+        ),
         ({"checkpoint_path": 3}, "checkpoint_path: expected a string"),
         ({"prompt_enhancement_words_threshold": "many"}, "prompt_enhancement_words_threshold: expected an integer"),
     ],

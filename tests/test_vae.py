@@ -226,7 +226,7 @@ def test_bad_input_shapes_are_named() -> None:
     ours, _ = _pair(TINY_VAE)
     with pytest.raises(ValueError, match="frames must be 8k\\+1"):
         ours.encode(torch.zeros(1, 3, 8, 64, 64))
-    with pytest.raises(ValueError, match=r"expected video \(B, 3, F, H, W\)"):
+    with pytest.raises(ValueError, match=r"expected a video tensor \(B, 3, F, H, W\)"):
         ours.encode(torch.zeros(3, 9, 64, 64))
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ltxv.io.video import MediaError, count_video_frames, is_video, read_image, read_video
+from ltxv.io.probe import probe_media
+from ltxv.io.video import MediaError, read_image, read_video
 
 CRF = 29
 
@@ -91,24 +92,31 @@ def preprocess_frame(
 
 
 def num_media_frames(path: str | Path) -> int:
-    """1 for an image; a video's frame count."""
-    path = Path(path)
-    if is_video(path):
-        return count_video_frames(path)
-    read_image(path)  # the error for a missing or unreadable file comes now, not at load time
-    return 1
+    """1 for an image; a video's frame count (by content, :func:`ltxv.io.probe.probe_media`)."""
+    return probe_media(path).frames
+
+
+def check_crop(
+    path: str | Path, width: int, height: int, target_width: int, target_height: int, just_crop: bool
+) -> None:
+    """A ``width`` x ``height`` frame must crop to the target's aspect with at least one pixel a side (two when only
+    cropped: the blur and the even crop of the CRF round trip need two)."""
+    left, top, right, bottom = crop_box(width, height, target_width, target_height)
+    if min(right - left, bottom - top) < (2 if just_crop else 1):
+        raise MediaError(
+            f"{path}: a {width}x{height} frame is too small to crop to the aspect of {target_width}x{target_height}"
+        )
 
 
 def load_media(
     path: str | Path, height: int, width: int, num_frames: int, *, preprocess: bool = True, just_crop: bool = False
 ) -> torch.Tensor:
-    """An image, or the first ``num_frames`` frames of a video -> (1, 3, F, h, w) float32 in [-1, 1], each frame
-    through :func:`preprocess_frame` (``preprocess`` = blur + CRF round trip, always on in the reference)."""
+    """An image, or the first ``num_frames`` frames of a video (told apart by content) -> (1, 3, F, h, w) float32 in
+    [-1, 1], each frame through :func:`preprocess_frame` (``preprocess`` = blur + CRF round trip, always on in the
+    reference)."""
     path = Path(path)
-    frames = read_video(path, max_frames=num_frames)[0] if is_video(path) else read_image(path)[None]
-    left, top, right, bottom = crop_box(frames.shape[2], frames.shape[1], width, height)
-    if min(right - left, bottom - top) < (2 if just_crop else 1):  # the blur and the even crop need 2 pixels
-        size = f"{frames.shape[2]}x{frames.shape[1]}"
-        raise MediaError(f"{path}: a {size} frame is too small to crop to the aspect of {width}x{height}")
+    info = probe_media(path)
+    check_crop(path, info.width, info.height, width, height, just_crop)
+    frames = read_video(path, max_frames=num_frames)[0] if info.kind == "video" else read_image(path)[None]
     out = [preprocess_frame(f, height, width, just_crop=just_crop, degrade=preprocess) for f in frames]
     return torch.stack(out, dim=1)[None]  # (1, 3, F, h, w)

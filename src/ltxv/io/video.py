@@ -1,7 +1,8 @@
 """Reading and writing video (PyAV) and images (Pillow).
 
 Every writer writes a hidden temporary file next to the target and renames it into place only once complete, so a
-failure never leaves a partial output behind."""
+failure never leaves a partial output behind (nor the folders it had to create). A video is converted to uint8 frame
+by frame as it is encoded, so writing holds one frame's copy, not the whole video's."""
 
 from __future__ import annotations
 
@@ -11,27 +12,39 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-# The reference reads these suffixes as video and anything else as an image (inference.py ``load_media_file``);
-# a few more containers are read as video here.
+from ltxv.errors import LtxvError
+
+# The reference reads these suffixes as video and anything else as an image (inference.py ``load_media_file``).
+# ltxv reads a file by what its bytes are (``ltxv.io.probe``); the suffixes only word the messages.
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 OUTPUT_SUFFIXES = (".mp4", ".png", ".safetensors")
 # The reference writes with imageio-ffmpeg's defaults: libx264, yuv420p, quality 5, which it passes as CRF 25.
 MP4_CRF = 25
 
 
-class MediaError(ValueError):
+class MediaError(LtxvError):
     """A media file that cannot be read (missing, corrupt, not an image or video)."""
+
+    code = "media"
+
+
+class OutputError(LtxvError):
+    """An output that cannot be written where or how it was asked (folder, space, encoder limits)."""
+
+    code = "output"
 
 
 def is_video(path: str | Path) -> bool:
+    """The reference's rule, by suffix (used to word messages; reading goes by content)."""
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-def _check_file(path: Path) -> None:
+def check_file(path: Path) -> None:
     if not path.exists():
         raise MediaError(f"{path}: no such file")
     if not path.is_file():
@@ -43,13 +56,13 @@ def read_image(path: str | Path) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     try:
         with Image.open(path) as image:
             rgb = np.asarray(image.convert("RGB"))
     except UnidentifiedImageError:
-        raise MediaError(f"{path}: not a readable image (not a format Pillow knows)") from None
-    except (OSError, ValueError) as e:  # truncated or corrupt data of a known format
+        raise MediaError(unreadable(path, "image", "not a format Pillow knows")) from None
+    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt data of a known format
         raise MediaError(f"{path}: not a readable image ({e})") from None
     return torch.from_numpy(rgb.copy())
 
@@ -60,7 +73,7 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.T
     import av
 
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     frames: list[np.ndarray] = []
@@ -76,7 +89,7 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[torch.T
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise MediaError(f"{path}: not a readable video ({_reason(e)})") from None
+        raise MediaError(unreadable(path, "video", _reason(e))) from None
     if not frames:
         raise MediaError(f"{path}: the video has no frames")
     return torch.from_numpy(np.stack(frames)), float(rate or 0.0)
@@ -88,14 +101,14 @@ def count_video_frames(path: str | Path) -> int:
     import av
 
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise MediaError(f"{path}: has no video stream")
             return sum(1 for p in container.demux(container.streams.video[0]) if p.size > 0)
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise MediaError(f"{path}: not a readable video ({_reason(e)})") from None
+        raise MediaError(unreadable(path, "video", _reason(e))) from None
 
 
 def _reason(e: Exception) -> str:
@@ -103,17 +116,40 @@ def _reason(e: Exception) -> str:
     return str(getattr(e, "strerror", None) or e)
 
 
+def unreadable(path: Path, kind: str, reason: str) -> str:
+    """The message for a file that is not a readable ``kind``: what the file is where its bytes say ("this is a text
+    file"), else the decoder's reason."""
+    from ltxv.weights.sniff import describe_file
+
+    what = describe_file(path)
+    if what and not what.endswith(("image", "video")):
+        return f"{path}: not a readable {kind}: this is {what}"
+    return f"{path}: not a readable {kind} ({reason})"
+
+
 @contextmanager
 def _atomic(path: Path) -> Iterator[Path]:
     """A hidden temporary path next to ``path`` (same suffix, so writers infer the format), renamed onto ``path``
-    when the block completes and removed if it fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    when the block completes; if it fails, the temporary file and any folder made for it are removed. An OS error
+    (no space, no permission) becomes an :class:`OutputError` naming the path."""
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
+    done = False
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+        done = True
+    except OSError as e:
+        raise OutputError(f"{path}: could not write the output ({e.strerror or e})") from None
     finally:
         tmp.unlink(missing_ok=True)
+        if not done:
+            for folder in missing:  # innermost first; only the empty ones this write made
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -122,31 +158,53 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
     return (video.detach().float().cpu().clamp(0, 1).numpy() * 255).astype(np.uint8)
 
 
-def _as_uint8_frames(frames: torch.Tensor | np.ndarray, ndim: int) -> np.ndarray:
-    arr = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-    if arr.dtype != np.uint8 or arr.ndim != ndim or arr.shape[-1] != 3:
+def _frames(frames: torch.Tensor | np.ndarray, ndim: int) -> torch.Tensor | np.ndarray:
+    """Check ``frames`` is uint8 RGB, or a float tensor in [0, 1] to be converted frame by frame."""
+    is_float = isinstance(frames, torch.Tensor) and frames.is_floating_point()
+    arr = frames if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    dtype = str(arr.dtype).removeprefix("torch.")
+    if (dtype != "uint8" and not is_float) or arr.ndim != ndim or arr.shape[-1] != 3:
         shape = "(F, H, W, 3)" if ndim == 4 else "(H, W, 3)"
-        raise ValueError(f"expected {shape} uint8 RGB, got {arr.dtype} of shape {tuple(arr.shape)}")
+        raise ValueError(
+            f"expected {shape} uint8 RGB or a float tensor in [0, 1], got {dtype} of shape {tuple(arr.shape)}"
+        )
     return arr
 
 
+def _frame_u8(frames: torch.Tensor | np.ndarray, i: int) -> np.ndarray:
+    f = frames[i]
+    if isinstance(f, torch.Tensor):
+        return to_uint8(f) if f.is_floating_point() else f.detach().cpu().numpy()
+    return f
+
+
+def mp4_rate(fps: float) -> Fraction:
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _mp4_stream(container: Any, height: int, width: int, fps: float, crf: int) -> Any:
+    stream = container.add_stream("libx264", rate=mp4_rate(fps), options={"crf": str(crf)})
+    stream.width, stream.height, stream.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
+    return stream
+
+
 def write_mp4(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float, *, crf: int = MP4_CRF) -> Path:
-    """(F, H, W, 3) uint8 -> H.264 yuv420p MP4 at ``fps``. yuv420p needs even sizes: an odd height or width is
-    padded by repeating the last row/column, so the file is one pixel larger on that edge (the reference's writer
-    instead rescales to a multiple of 16)."""
+    """(F, H, W, 3) uint8, or a float tensor in [0, 1] (truncated to uint8 frame by frame, as :func:`to_uint8`) ->
+    H.264 yuv420p MP4 at ``fps``. yuv420p needs even sizes: an odd height or width is padded by repeating the last
+    row/column, so the file is one pixel larger on that edge (the reference's writer instead rescales to a multiple
+    of 16; ``ltxv generate`` refuses odd sizes for an mp4)."""
     import av
 
     path = Path(path)
-    arr = _as_uint8_frames(frames, 4)
+    arr = _frames(frames, 4)
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
     h, w = arr.shape[1:3]
-    arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    rate = Fraction(fps).limit_denominator(1001)
+    rate = mp4_rate(fps)
     with _atomic(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf)})
-        stream.width, stream.height, stream.pix_fmt = arr.shape[2], arr.shape[1], "yuv420p"
-        for i, frame in enumerate(arr):
+        stream = _mp4_stream(container, h, w, fps, crf)
+        for i in range(arr.shape[0]):
+            frame = np.pad(_frame_u8(arr, i), ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             video_frame.pts, video_frame.time_base = i, 1 / rate
             container.mux(stream.encode(video_frame))
@@ -154,13 +212,31 @@ def write_mp4(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float, *
     return path
 
 
+def check_mp4_encoder(height: int, width: int, fps: float, *, crf: int = MP4_CRF) -> None:
+    """Open the H.264 encoder :func:`write_mp4` would use at this size and rate, in memory (milliseconds), so a size it
+    refuses is known before anything is generated. Raises :class:`OutputError`."""
+    import io
+
+    import av
+
+    try:
+        with av.open(io.BytesIO(), "w", format="mp4") as container:
+            _mp4_stream(container, height, width, fps, crf).codec_context.open()
+    except (av.FFmpegError, OSError, ValueError) as e:
+        limit = " (libx264 takes at most 16384 pixels a side)" if max(height, width) > 16384 else ""
+        raise OutputError(
+            f"the H.264 encoder (libx264) refuses a {width}x{height} video at {float(fps):g} fps{limit}: "
+            f"{_reason(e)}; write .safetensors (or .png for one frame) instead",
+            param="output",
+        ) from None
+
+
 def write_png(path: str | Path, image: torch.Tensor | np.ndarray) -> Path:
     """(H, W, 3) float in [0, 1] (truncated to uint8 like the video frames) or uint8 -> PNG."""
     from PIL import Image
 
     path = Path(path)
-    is_float = isinstance(image, torch.Tensor) and image.is_floating_point()
-    arr = _as_uint8_frames(to_uint8(image) if is_float else image, 3)
+    arr = _frame_u8(_frames(image, 3)[None], 0)
     with _atomic(path) as tmp:
         Image.fromarray(arr).save(tmp, format="PNG")
     return path
@@ -168,15 +244,15 @@ def write_png(path: str | Path, image: torch.Tensor | np.ndarray) -> Path:
 
 def write_tensors(path: str | Path, video: torch.Tensor, latents: torch.Tensor | None = None) -> Path:
     """The float ``video`` (F, H, W, 3) before any uint8 conversion and the final ``latents``, both as float32
-    safetensors, for exact comparisons."""
-    from safetensors.torch import save_file
+    safetensors, for exact comparisons. Written tensor by tensor from memory (no serialised copy of the video)."""
+    from ltxv.weights.safetensors_file import write_safetensors
 
     path = Path(path)
     tensors = {"video": video.detach().float().cpu().contiguous()}
     if latents is not None:
         tensors["latents"] = latents.detach().float().cpu().contiguous()
     with _atomic(path) as tmp:
-        save_file(tensors, str(tmp))
+        write_safetensors(tmp, tensors)
     return path
 
 
@@ -188,7 +264,7 @@ def save_output(
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".mp4":
-        return write_mp4(path, to_uint8(video), fps)
+        return write_mp4(path, video, fps)
     if suffix == ".png":
         if video.shape[0] != 1:
             raise ValueError(f"{path}: a PNG holds one frame, the video has {video.shape[0]}; use .mp4")

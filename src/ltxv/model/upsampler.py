@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltxv.config import UpsamplerConfig
+from ltxv.errors import InputError
 
 
 class _ResBlock(nn.Module):
@@ -80,6 +81,22 @@ class LatentUpsampler(nn.Module):
         """(B, C, F, H, W) -> (B, C, F', H*s, W*s); F' = 2F-1 for the temporal variants. Normalised in and out when the
         latent statistics are set, raw otherwise. Computed in the weights' dtype, returned in the input's (the
         pipeline's latents are float32 after the first step, the weights may be bfloat16)."""
+        c = self.cfg.in_channels
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 5 or latents.shape[1] != c:
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise InputError(f"upsampler: expected latents (B, {c}, F, H, W), got {got}")
+        if not latents.is_floating_point():
+            raise InputError(f"upsampler: expected float latents, got {latents.dtype}")
+        # GroupNorm(32) needs two values per group: per frame (2-D) or over the clip (3-D), times the group's channels.
+        values = (
+            self.cfg.mid_channels
+            // 32
+            * latents.shape[3]
+            * latents.shape[4]
+            * (1 if self.cfg.dims == 2 else latents.shape[2])
+        )
+        if values < 2:
+            raise InputError(f"upsampler: a latent grid of {tuple(latents.shape[2:])} is too small to normalise")
         if self.latent_mean is not None:
             mean, std = self.latent_mean.to(latents.dtype), self.latent_std.to(latents.dtype)
             return (self.upsample_raw(latents * std + mean) - mean) / std

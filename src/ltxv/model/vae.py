@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltxv.config import ConfigError, VAEBlock, VAEConfig
+from ltxv.errors import InputError
 from ltxv.model.embeddings import TimestepEmbedder
 from ltxv.model.vae_blocks import (
     CausalConv3d,
@@ -239,13 +240,21 @@ class VideoVAE(nn.Module):
         The posterior mean without a generator; a posterior sample drawn from ``generator`` otherwise (the reference
         samples with the global RNG: same shape, dtype and order of draws, so a generator seeded like it matches)."""
         s, ts = self.spatial_compression, self.temporal_compression
-        if video.ndim != 5 or video.shape[1] != self.cfg.in_channels:
-            raise ValueError(f"expected video (B, {self.cfg.in_channels}, F, H, W), got {tuple(video.shape)}")
+        c = self.cfg.in_channels
+        if not isinstance(video, torch.Tensor) or video.ndim != 5 or video.shape[1] != c:
+            got = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+            raise InputError(f"vae.encode: expected a video tensor (B, {c}, F, H, W) in [-1, 1], got {got}")
         f, h, w = video.shape[2:]
         if (f - 1) % ts or h % s or w % s:
-            raise ValueError(f"video of {f} frames at {h}x{w}: frames must be {ts}k+1 and sizes multiples of {s}")
+            raise InputError(f"video of {f} frames at {h}x{w}: frames must be {ts}k+1 and sizes multiples of {s}")
+        if not video.is_floating_point():
+            raise InputError(f"vae.encode: expected a float video in [-1, 1], got {video.dtype} (0-255: x / 127.5 - 1)")
+        low, high = (float(v) for v in torch.aminmax(video.detach()))
+        if not (low >= -1.0 and high <= 1.0):  # NaN fails this too
+            raise InputError(f"vae.encode: video values must be finite and in [-1, 1], got [{low:g}, {high:g}]")
         if self.deferred_tensors is not None:
             self._materialize_encoder()
+        video = video.to(next(self.decoder.parameters()).dtype)  # the weights' dtype (the encoder may be unread)
         mean, logvar = self.encoder(video)  # (B, C, F', H', W'), (B, C or 1, F', H', W')
         z = mean
         if generator is not None:
@@ -282,6 +291,11 @@ class VideoVAE(nn.Module):
 
         ``sink``: hand the video to ``sink(first_frame, frames)`` block by block as it is decoded, in frame order,
         instead of returning it (None is returned): a streamed decode then never holds the whole video."""
+        c = self.cfg.latent_channels
+        if not isinstance(z, torch.Tensor) or z.ndim != 5 or z.shape[1] != c or not z.is_floating_point():
+            got = f"{tuple(z.shape)} {z.dtype}" if isinstance(z, torch.Tensor) else type(z).__name__
+            raise InputError(f"vae.decode: expected float normalised latents (B, {c}, F, H, W), got {got}")
+        z = z.to(next(self.decoder.parameters()).dtype)
         t = None
         if self.decoder.timestep_conditioning and timestep is not None:
             t = torch.as_tensor(timestep, dtype=torch.float32, device=z.device)

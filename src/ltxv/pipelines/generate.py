@@ -19,15 +19,16 @@ import torch
 
 from ltxv.config import SchedulerConfig
 from ltxv.model.transformer import Transformer
-from ltxv.pipelines.denoise import CallTransformer, StepModels, per_step_guidance
+from ltxv.pipelines import preflight
+from ltxv.pipelines.denoise import CallTransformer, StepModels
 from ltxv.pipelines.media import load_request_media
+from ltxv.pipelines.preflight import Preflight
 from ltxv.pipelines.progress import ProgressCallback, ProgressEvent
-from ltxv.pipelines.request import GenerationRequest, RequestError, padded_size
-from ltxv.pipelines.stages import PassMedia, PassPlan, Streams, decode, encode_text, pass_timesteps, run_pass
+from ltxv.pipelines.request import GenerationRequest
+from ltxv.pipelines.stages import PassMedia, PassPlan, Streams, decode, encode_text, run_pass
 from ltxv.runtime.compile import CompileStats, compile_transformer
-from ltxv.runtime.estimate import MemoryEstimate, PassShape, estimate_memory
+from ltxv.runtime.estimate import MemoryEstimate
 from ltxv.runtime.residency import Residency
-from ltxv.sampling.guidance import active_branches
 from ltxv.sampling.latent_ops import adain
 from ltxv.text.t5 import TextEncoder
 from ltxv.weights.load import Models, load_models
@@ -50,14 +51,19 @@ class Pipeline:
         *,
         residency: str = "resident",
         compile: bool = False,
+        max_memory: int | None = None,
     ) -> None:
         """``residency``: see :mod:`ltxv.runtime.residency` (the models are expected where its ``home`` says, as
         :func:`load_pipeline` puts them). ``compile``: ``torch.compile`` the transformer; the compile time is kept
-        apart in ``compile_stats``."""
+        apart in ``compile_stats``. ``max_memory``: the device bytes a run may use (default: what the device has
+        free); ``generate`` refuses a request whose estimate does not fit before it computes anything."""
         self.models = models
         self.text_encoder = text_encoder
         self.device = torch.device(device)
         self.residency = Residency(self.device, residency)
+        self.preflight = Preflight.for_models(
+            models, text_encoder, device=self.device, residency=residency, max_memory=max_memory
+        )
         self.compile_stats: CompileStats | None = compile_transformer(models.transformer) if compile else None
         # Every transformer the pipeline can run, by label; they share the VAE, T5, upsampler and latent space.
         self.transformers: dict[str, Transformer] = {"main": models.transformer}
@@ -72,76 +78,33 @@ class Pipeline:
         return None
 
     def scheduler_config(self, sampler: str) -> SchedulerConfig:
-        if sampler in ("from_checkpoint", "", None):
-            return self.models.config.scheduler
-        return SchedulerConfig(sampler="Uniform" if sampler.lower() == "uniform" else "LinearQuadratic")
+        return preflight.scheduler_config(self.models.config, sampler)
 
     def pass_sizes(self, request: GenerationRequest) -> list[tuple[int, int]]:
         """(height, width) of each denoising pass: the padded size, or the multi-scale recipe's two sizes."""
-        height, width, _ = padded_size(request.height, request.width, request.num_frames)
-        recipe = request.recipe
-        if recipe.pipeline_type == "base":
-            return [(height, width)]
-        s = self.models.vae.spatial_compression
-        h1 = int(height * recipe.downscale_factor) // s * s
-        w1 = int(width * recipe.downscale_factor) // s * s
-        if min(h1, w1) < s:
-            raise RequestError(f"{height}x{width} is too small for multi-scale: the first pass would be {h1}x{w1}")
-        return [(h1, w1), (2 * h1, 2 * w1)]
+        return preflight.pass_sizes(self.models.config, request)
 
     def pass_timesteps(self, request: GenerationRequest, i: int, h: int, w: int, from_source: bool) -> torch.Tensor:
         """The timesteps pass ``i`` runs at (h, w); ``from_source``: it starts from an encoded source video."""
-        m, recipe = self.models, request.recipe
-        frames = padded_size(request.height, request.width, request.num_frames)[2]
-        s = m.vae.spatial_compression
-        n_tokens = ((frames - 1) // m.vae.temporal_compression + 1) * (h // s) * (w // s)
-        scheduler = self.scheduler_config(recipe.sampler)
-        ts = pass_timesteps(scheduler, recipe.passes[i], n_tokens, m.config.allowed_inference_steps)
-        if request.denoise_strength is not None and from_source:
-            ts = ts[ts <= request.denoise_strength + 1e-6]
-            if ts.numel() == 0:
-                raise RequestError(f"denoise_strength {request.denoise_strength} is below every step of the schedule")
-        return ts
+        return preflight.pass_timesteps(self.models.config, request, i, h, w, from_source)
 
     def memory_estimate(self, request: GenerationRequest, media: PassMedia | None = None) -> MemoryEstimate:
         """The device-memory estimate of ``request`` under this pipeline's residency mode (closed forms, instant;
-        ``media``: the request's loaded media, loaded here if not given)."""
-        request.validate()
-        height, width, frames = padded_size(request.height, request.width, request.num_frames)
-        media = media or load_request_media(request, height, width, frames)
-        s = self.models.vae.spatial_compression
-        shapes = []
-        for i, (h, w) in enumerate(self.pass_sizes(request)):
-            from_source = i == 0 and media.source is not None
-            steps = self.pass_timesteps(request, i, h, w, from_source).tolist()
-            guidance = per_step_guidance(request.recipe.passes[i], steps)
-            # Appended tokens: one latent frame per later keyframe, the two prefix latent frames per later video.
-            appended = sum((1 if m.shape[2] == 1 else 2) for m, frame, _ in media.conditioning if frame > 0)
-            shapes.append(
-                PassShape(
-                    height=h,
-                    width=w,
-                    branches=max(len(active_branches(g.cfg, g.stg)) for g in guidance),
-                    per_token_timesteps=bool(media.conditioning),
-                    appended_tokens=appended * (h // s) * (w // s),
-                    encode_frames=tuple(m.shape[2] for m, _, _ in media.conditioning)
-                    + ((frames,) if from_source else ()),
-                )
-            )
-        return estimate_memory(self.models, self.text_encoder, self.residency.mode, num_frames=frames, passes=shapes)
+        the media are probed, not loaded; ``media`` is accepted for compatibility and not needed)."""
+        return self.preflight.plan(request, mode=self.residency.mode).memory
 
     @torch.inference_mode()
     def generate(self, request: GenerationRequest, *, callback: ProgressCallback | None = None) -> GenerationResult:
-        """Run ``request``; ``callback`` receives a :class:`ProgressEvent` per unit of work (raise from it to stop)."""
-        request.validate()
+        """Run ``request``; ``callback`` receives a :class:`ProgressEvent` per unit of work (raise from it to stop).
+        Everything that can be checked before computing is (:meth:`Preflight.check`: the request, its media, the
+        recipe against the model, the memory), so a bad request fails at once, with one line."""
+        checked = self.preflight.check(request)
+        log.info("%s", checked.memory.summary())
         recipe = request.recipe
         m = self.models
-        if recipe.pipeline_type == "multi-scale" and m.upsampler is None:
-            raise RequestError("the multi-scale recipe needs a latent upsampler (give an upsampler file)")
-        height, width, frames = padded_size(request.height, request.width, request.num_frames)
-        sizes = self.pass_sizes(request)
-        media = load_request_media(request, height, width, frames)
-        log.info("%s", self.memory_estimate(request, media).summary())
+        height, width, frames = checked.size
+        sizes = [(p.height, p.width) for p in checked.passes]
+        media = load_request_media(request, height, width, frames, checked.media)
         streams = Streams.from_seed(request.seed, self.device)
         use = self.residency.use
         with use(text_encoder=self.text_encoder):
@@ -201,26 +164,46 @@ def load_pipeline(
     *,
     upsampler: str | Path | None = None,
     text_encoder: str | Path | None = None,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
     residency: str = "resident",
     quantize: str | None = None,
     compile: bool = False,
+    max_memory: int | None = None,
 ) -> Pipeline:
     """Load the models once; call ``generate`` as often as needed. Names of released files resolve via the hub.
 
+    The defaults are the CLI's: ``dtype`` None is bfloat16 where the device computes it fast, else float32
+    (``presets.default_dtype``); ``device`` None is CUDA if present, else the CPU. The files are checked from their
+    headers first (:meth:`Preflight.from_files`), so a wrong file fails before any weight is read.
     ``residency``: "resident", "offload-text" (T5 on the CPU except while it encodes) or "sequential" (every model on
     the CPU except during its stage), :mod:`ltxv.runtime.residency`. ``quantize="fp8"``: the transformer blocks'
     linears quantised to float8_e4m3fn as they are read (fp8 files load as stored anyway). ``compile``:
     ``torch.compile`` the transformer (opt-in; its compile time is reported apart, ``Pipeline.compile_stats``).
-    The VAE encoder is read from the checkpoint on the first request that encodes media (``lazy_vae_encoder``)."""
-    policy = Residency(device, residency)  # validates the mode before anything is read
-    from ltxv.weights.hub import resolve
+    ``max_memory``: see :class:`Pipeline`. The VAE encoder is read from the checkpoint on the first request that
+    encodes media (``lazy_vae_encoder``)."""
+    checked = Preflight.from_files(
+        checkpoint, upsampler, text_encoder, dtype=dtype, device=device, residency=residency, quantize=quantize
+    )
+    checked.max_memory = max_memory
+    return load_checked(checked, compile=compile)
 
-    ckpt = resolve(checkpoint, "checkpoint")
-    up = resolve(upsampler, "upsampler") if upsampler is not None else None
-    text = resolve(text_encoder or "PixArt-alpha/PixArt-XL-2-1024-MS", "text_encoder")
+
+def load_checked(checked: Preflight, *, compile: bool = False) -> Pipeline:
+    """Load the files a :meth:`Preflight.from_files` checked, as it was told to (dtype, device, residency, quantize,
+    max_memory): the CLI checks its request against the preflight first, then loads."""
+    files, device, residency = checked.files, checked.device, checked.residency
+    policy = Residency(device, residency)
     home = policy.home("transformer")
-    models = load_models(ckpt, upsampler=up, dtype=dtype, device=home, quantize=quantize, lazy_vae_encoder=True)
-    encoder = TextEncoder.from_pretrained(text, dtype=dtype, device=policy.home("text_encoder"))
-    return Pipeline(models, encoder, device, residency=residency, compile=compile)
+    models = load_models(
+        files["checkpoint"],  # type: ignore[arg-type]
+        upsampler=files["upsampler"],
+        dtype=checked.dtype,  # type: ignore[arg-type]
+        device=home,
+        quantize=checked.quantize,
+        lazy_vae_encoder=True,
+    )
+    encoder = TextEncoder.from_pretrained(
+        files["text_encoder"], dtype=checked.dtype, device=policy.home("text_encoder")
+    )  # type: ignore[arg-type]
+    return Pipeline(models, encoder, device, residency=residency, compile=compile, max_memory=checked.max_memory)

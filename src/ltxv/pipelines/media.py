@@ -1,18 +1,25 @@
 """Turning a request's media (paths or tensors) into pixel tensors at the padded target size, as the reference CLI does:
 conditioning media are centre-cropped to the target aspect (not resized: each pass resizes), a video is trimmed to fit
 (``min(len, F - start)`` rounded down to 8k+1), then everything is zero-padded like the output is (and later cropped).
-Media given as tensors are taken as they are (already in [-1, 1]; no crop, blur or CRF round trip): each pass still
-resizes them to its size."""
+Media given as tensors are taken as they are (no crop, blur or CRF round trip): each pass still resizes them to its
+size. A tensor must be a float (3, F, H, W) or (3, H, W), finite and in [-1, 1]; nothing is rescaled.
+
+:func:`plan_media` makes every check the loading relies on from the files' probes (kind, frame count, size) and the
+tensors' shapes, so a request's media are known to fit before any model is loaded; :func:`load_request_media` then
+loads what the plan says."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ltxv.io.media import load_media, num_media_frames
+from ltxv.io.media import check_crop, load_media
+from ltxv.io.probe import probe_media
+from ltxv.io.video import MediaError
 from ltxv.pipelines.request import GenerationRequest, Media, RequestError
 from ltxv.pipelines.stages import PassMedia
 
@@ -30,21 +37,87 @@ def trimmed_length(start: int, length: int, num_frames: int) -> int:
     return (n - 1) // 8 * 8 + 1
 
 
-def _as_video(media: torch.Tensor, what: str) -> torch.Tensor:
-    if media.ndim == 3:
-        media = media.unsqueeze(1)  # (3, H, W) -> (3, 1, H, W)
-    if media.ndim == 4:
-        media = media.unsqueeze(0)
-    if media.ndim != 5 or media.shape[:2] != (1, 3):
-        raise RequestError(f"{what}: a media tensor must be (3, F, H, W) or (3, H, W), got {tuple(media.shape)}")
-    return media.float()
+def check_media_tensor(media: torch.Tensor, what: str, param: str) -> int:
+    """A media tensor's frame count, after checking it is what the pipeline takes: float, (3, F, H, W) or (3, H, W)
+    (a leading batch of 1 allowed), non-empty, finite, in [-1, 1]. Raises :class:`RequestError` saying what was
+    expected."""
+    shape = tuple(media.shape)
+    if not ((len(shape) in (3, 4) and shape[0] == 3) or (len(shape) == 5 and shape[:2] == (1, 3))):
+        raise RequestError(
+            f"{what}: a media tensor must be (3, F, H, W) or (3, H, W) RGB, got shape {shape}", param=param
+        )
+    if media.numel() == 0:
+        raise RequestError(f"{what}: the media tensor is empty, shape {shape}", param=param)
+    if not media.is_floating_point():
+        hint = " (for 0-255 pixels: x.float() / 127.5 - 1)" if media.dtype == torch.uint8 else ""
+        raise RequestError(f"{what}: a media tensor must be float in [-1, 1], got {media.dtype}{hint}", param=param)
+    if not bool(torch.isfinite(media).all()):
+        raise RequestError(f"{what}: the media tensor has NaN or infinite values", param=param)
+    low, high = (float(v) for v in torch.aminmax(media.detach()))
+    if low < -1.0 or high > 1.0:
+        hint = " (0-255 pixels? x / 127.5 - 1; [0, 1]? x * 2 - 1)" if high > 1.0 and low >= 0.0 else ""
+        raise RequestError(
+            f"{what}: media tensor values must lie in [-1, 1], got [{low:g}, {high:g}]{hint}; nothing is rescaled",
+            param=param,
+        )
+    return shape[-3] if len(shape) >= 4 else 1
+
+
+@dataclass(frozen=True)
+class MediaPlan:
+    """The frames each medium contributes, as the loading will take them."""
+
+    conditioning: tuple[tuple[int, int], ...] = ()  # (frames it has, frames taken after trimming) per item
+    source: int | None = None  # frames of the video-to-video source taken (the padded frame count), None without one
+
+
+def _frames_of(media: Media, request: GenerationRequest, what: str, param: str, *, just_crop: bool) -> int:
+    """The frame count of a medium, after checking it decodes and crops to the request's aspect."""
+    if isinstance(media, torch.Tensor):
+        return check_media_tensor(media, what, param)
+    try:
+        info = probe_media(Path(media))
+        check_crop(info.path, info.width, info.height, request.width, request.height, just_crop)
+    except MediaError as e:
+        raise RequestError(f"{what}: {e}", param=param, code="media") from None
+    return info.frames
+
+
+def plan_media(request: GenerationRequest, height: int, width: int, num_frames: int) -> MediaPlan:
+    """Check the request's media against the padded size ``height`` x ``width`` x ``num_frames`` (files probed, not
+    loaded); raise :class:`RequestError` naming the item and the problem."""
+    items = []
+    for i, c in enumerate(request.conditioning):
+        what, param = f"conditioning item {i}", f"conditioning[{i}].media"
+        length = _frames_of(c.media, request, what, param, just_crop=True)
+        n = trimmed_length(c.frame, length, request.num_frames)
+        if n > 1 and c.frame % 8:
+            raise RequestError(
+                f"{what}: a conditioning video must start at a multiple of 8, got frame {c.frame}",
+                param=f"conditioning[{i}].frame",
+            )
+        items.append((length, n))
+    source = None
+    if request.input_media is not None:
+        length = _frames_of(request.input_media, request, "input media", "input_media", just_crop=False)
+        if length < num_frames:
+            kind = "image" if length == 1 else f"video has {length} frames"
+            raise RequestError(
+                f"the input {kind} but {num_frames} frames are generated; video-to-video needs a source of at least "
+                f"as many frames (ask for {(length - 1) // 8 * 8 + 1} frames or fewer)",
+                param="input_media",
+            )
+        source = num_frames
+    return MediaPlan(conditioning=tuple(items), source=source)
 
 
 def _load(
-    media: Media, request: GenerationRequest, max_frames: int, padding: tuple[int, ...], *, just_crop: bool, what: str
+    media: Media, request: GenerationRequest, max_frames: int, padding: tuple[int, ...], *, just_crop: bool
 ) -> torch.Tensor:
     if isinstance(media, torch.Tensor):
-        return _as_video(media, what)[:, :, :max_frames]
+        while media.ndim < 5:
+            media = media.unsqueeze(1 if media.ndim == 3 else 0)  # (3, H, W) -> (3, 1, H, W) -> (1, 3, F, H, W)
+        return media.float()[:, :, :max_frames]
     tensor = load_media(
         Path(media),
         request.height,
@@ -56,34 +129,30 @@ def _load(
     return F.pad(tensor, padding)
 
 
-def _length(media: Media) -> int:
-    if isinstance(media, torch.Tensor):
-        return media.shape[1] if media.ndim == 4 else 1
-    return num_media_frames(Path(media))
-
-
-def load_request_media(request: GenerationRequest, height: int, width: int, num_frames: int) -> PassMedia:
+def load_request_media(
+    request: GenerationRequest, height: int, width: int, num_frames: int, plan: MediaPlan | None = None
+) -> PassMedia:
+    """The request's media as pixel tensors (``plan``: the checks of :func:`plan_media`, made here if not given)."""
+    plan = plan or plan_media(request, height, width, num_frames)
     padding = padding_for(request.height, request.width, height, width)
     items = []
-    for i, c in enumerate(request.conditioning):
-        what = f"conditioning item {i}"
-        length = _length(c.media)
-        n = trimmed_length(c.frame, length, request.num_frames)
+    for i, (c, (length, n)) in enumerate(zip(request.conditioning, plan.conditioning)):
         if n < length:
-            log.warning("%s: trimming the conditioning video from %d to %d frames to fit", what, length, n)
-        if n > 1 and c.frame % 8:
-            raise RequestError(f"{what}: a conditioning video must start at a multiple of 8, got frame {c.frame}")
-        media = _load(c.media, request, n, padding, just_crop=True, what=what)
-        if media.shape[2] % 8 != 1:
-            raise RequestError(f"{what}: a conditioning video needs 8k+1 frames, got {media.shape[2]}")
+            log.warning(
+                "conditioning item %d: trimming the conditioning video from %d to %d frames to fit", i, length, n
+            )
+        media = _load(c.media, request, n, padding, just_crop=True)
+        if media.shape[2] != n:  # the file changed since it was probed
+            raise RequestError(
+                f"conditioning item {i}: expected {n} frames, read {media.shape[2]}", param=f"conditioning[{i}].media"
+            )
         items.append((media, c.frame, c.strength))
     source = None
     if request.input_media is not None:
-        source = _load(request.input_media, request, num_frames, padding, just_crop=False, what="input media")
+        source = _load(request.input_media, request, num_frames, padding, just_crop=False)
         if source.shape[2] < num_frames:
             raise RequestError(
-                f"the input video has {source.shape[2]} frames but {num_frames} are generated; ask for "
-                f"{(source.shape[2] - 1) // 8 * 8 + 1} frames or fewer"
+                f"the input video has {source.shape[2]} frames but {num_frames} are generated", param="input_media"
             )
         source = source[:, :, :num_frames]
     return PassMedia(conditioning=tuple(items), source=source)

@@ -275,6 +275,10 @@ PRESETS: dict[str, Recipe] = {
 }
 
 
+# What ``ltxv generate`` runs without --preset, and what a request made in Python defaults to.
+DEFAULT_PRESET = "ltxv-2b-0.9.8-distilled"
+
+
 def get_preset(name: str) -> Recipe:
     try:
         return PRESETS[name]
@@ -313,18 +317,25 @@ def pipeline_args(
     """
     checkpoint = checkpoint or recipe.checkpoint_path
     if checkpoint is None:
-        raise RequestError("no checkpoint: the pipeline config has no checkpoint_path, so give one")
+        raise RequestError("no checkpoint: the pipeline config has no checkpoint_path, so give one", param="checkpoint")
     if upsampler is None and recipe.pipeline_type == "multi-scale":
         upsampler = recipe.spatial_upscaler_model_path
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    fast_bf16 = device.startswith("cuda") or (device == "cpu" and capability.cpu_has_fast_bf16())
-    dtype = dtype or ("bfloat16" if fast_bf16 and recipe.precision != "float32" else "float32")
-    if dtype not in ("float32", "bfloat16"):
-        raise RequestError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    if dtype is not None and dtype not in ("float32", "bfloat16"):
+        raise RequestError(f"dtype must be float32 or bfloat16, got {dtype!r}", param="dtype")
     return {
         "checkpoint": checkpoint,
         "upsampler": upsampler,
         "text_encoder": text_encoder or recipe.text_encoder_model_name_or_path,
-        "dtype": getattr(torch, dtype),
+        "dtype": getattr(torch, dtype) if dtype else default_dtype(device, recipe.precision),
         "device": device,
     }
+
+
+def default_dtype(device: str | torch.device, precision: str = "bfloat16") -> torch.dtype:
+    """The compute dtype when none is asked for, the same for the CLI and the API: bfloat16 when the recipe's
+    ``precision`` is reduced and ``device`` computes bfloat16 fast (CUDA, or a CPU with native bf16 dot products,
+    :func:`ltxv.runtime.capability.cpu_has_fast_bf16`), else float32 (emulated bf16 is slower than fp32)."""
+    kind = str(device).split(":")[0]
+    fast_bf16 = kind == "cuda" or (kind == "cpu" and capability.cpu_has_fast_bf16())
+    return torch.bfloat16 if fast_bf16 and precision != "float32" else torch.float32

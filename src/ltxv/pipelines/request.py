@@ -2,8 +2,9 @@
 
 A request says *what* to generate (prompt, size, media, seed); its :class:`Recipe` says *how* (one pass or the
 multi-scale two-pass recipe, the per-pass sampling and guidance settings). Recipes come from presets or the reference's
-own YAML pipeline configs (``ltxv.pipelines.presets``). Validation lives here so every front door reports the same
-clear errors.
+own YAML pipeline configs (``ltxv.pipelines.presets``); a request's default recipe is the default preset's, the one
+``ltxv generate`` runs. Validation lives here so every front door reports the same clear errors: every field's type
+and range, each error a :class:`RequestError` naming the field (``param``) and the problem in one line.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+
+from ltxv.errors import LtxvError
 
 DEFAULT_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
 STG_MODES = ("attention_values", "attention_skip", "residual", "transformer_block")
@@ -25,14 +28,57 @@ STG_ALIASES = {
     "stg_r": "residual",
     "stg_t": "transformer_block",
 }
+PRECISIONS = ("float32", "bfloat16", "mixed_precision", "float8_e4m3fn")
+SAMPLER_NAMES = ("from_checkpoint", "uniform", "linear-quadratic")
+# What a torch generator's manual_seed takes: any 64-bit pattern, signed or not.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+# Frames per second a request may ask for: the rate the transformer's time positions are scaled by and the mp4's rate.
+FRAME_RATE_RANGE = (1.0, 240.0)
 
 Scalar = float
 PerStep = tuple[float, ...]
 BlockList = tuple[int, ...]
 
 
-class RequestError(ValueError):
-    """An impossible request (bad size, frame, strength, media placement, prompt type...)."""
+class RequestError(LtxvError):
+    """An impossible request (bad size, frame, strength, media placement, prompt type...). ``param`` names the
+    request field at fault (``"height"``, ``"conditioning[0].strength"``, ``"recipe.first_pass.timesteps"``)."""
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _got(v: object) -> str:
+    text = repr(v)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} ({type(v).__name__})" if not isinstance(v, int | float) or isinstance(v, bool) else text
+
+
+def _int(v: object, param: str, low: int | None = None, high: int | None = None, what: str = "an integer") -> None:
+    if not _is_int(v) or (low is not None and v < low) or (high is not None and v > high):  # type: ignore[operator]
+        raise RequestError(f"{param} must be {what}, got {_got(v)}", param=param)
+
+
+def _real(v: object, param: str, low: float, high: float, what: str, *, open_low: bool = False) -> None:
+    if not _is_real(v) or v > high or v < low or (open_low and v == low):  # type: ignore[operator]
+        raise RequestError(f"{param} must be {what}, got {_got(v)}", param=param)
+
+
+def _scale(v: object, param: str) -> None:
+    """One finite number >= 0 for every step, or a non-empty list of them (one per guidance_timesteps entry)."""
+    values = v if isinstance(v, tuple | list) and v else (v,)
+    if not all(_is_real(x) and x >= 0 for x in values):
+        raise RequestError(f"{param} must be a number >= 0 or a list of them, got {_got(v)}", param=param)
+
+
+def _bool(v: object, param: str) -> None:
+    if not isinstance(v, bool):
+        raise RequestError(f"{param} must be True or False, got {_got(v)}", param=param)
 
 
 @dataclass(frozen=True)
@@ -58,38 +104,67 @@ class PassSettings:
     tone_map_compression_ratio: float = 0.0
     stochastic_sampling: bool = False
 
-    def validate(self, num_layers: int | None = None) -> None:
-        if self.timesteps is None and self.num_inference_steps < 1:
-            raise RequestError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
-        if self.timesteps is not None and not all(0.0 < t <= 1.0 for t in self.timesteps):
-            raise RequestError(f"timesteps must lie in (0, 1], got {list(self.timesteps)}")
-        if min(self.skip_initial_inference_steps, self.skip_final_inference_steps) < 0:
-            raise RequestError("skip_initial/final_inference_steps must be >= 0")
-        if not 0.0 <= self.tone_map_compression_ratio <= 1.0:
-            raise RequestError(f"tone_map_compression_ratio must be in [0, 1], got {self.tone_map_compression_ratio}")
-        lists = {
-            k: v
-            for k, v in (
-                ("guidance_scale", self.guidance_scale),
-                ("stg_scale", self.stg_scale),
-                ("rescaling_scale", self.rescaling_scale),
-            )
-            if isinstance(v, tuple)
-        }
-        if self.skip_block_list and isinstance(self.skip_block_list[0], tuple):
-            lists["skip_block_list"] = self.skip_block_list
-        if lists and self.guidance_timesteps is None:
-            raise RequestError(f"per-step lists {sorted(lists)} need guidance_timesteps")
-        for k, v in lists.items():
-            if self.guidance_timesteps is not None and len(v) != len(self.guidance_timesteps):
+    def validate(self, where: str = "recipe.first_pass") -> None:
+        """``where``: the field path in messages (``recipe.second_pass`` for the second pass)."""
+        p = f"{where}."
+        if self.timesteps is None:
+            _int(self.num_inference_steps, p + "num_inference_steps", 1, what="an integer >= 1")
+        else:
+            ts = self.timesteps
+            if not isinstance(ts, tuple | list) or not ts or not all(_is_real(t) and 0.0 < t <= 1.0 for t in ts):
                 raise RequestError(
-                    f"{k} has {len(v)} entries but guidance_timesteps has {len(self.guidance_timesteps)}"
+                    f"{p}timesteps must be a non-empty list in (0, 1], got {_got(ts)}", param=p + "timesteps"
                 )
+        for k in ("skip_initial_inference_steps", "skip_final_inference_steps"):
+            _int(getattr(self, k), p + k, 0, what="an integer >= 0")
+        for k in ("guidance_scale", "stg_scale", "rescaling_scale"):
+            _scale(getattr(self, k), p + k)
+        for k in ("cfg_star_rescale", "stochastic_sampling"):
+            _bool(getattr(self, k), p + k)
+        _real(self.tone_map_compression_ratio, p + "tone_map_compression_ratio", 0.0, 1.0, "a number in [0, 1]")
+        gt = self.guidance_timesteps
+        if gt is not None and (not isinstance(gt, tuple | list) or not gt or not all(_is_real(t) for t in gt)):
+            raise RequestError(
+                f"{p}guidance_timesteps must be a non-empty list of numbers, got {_got(gt)}",
+                param=p + "guidance_timesteps",
+            )
+        blocks = self.skip_block_list
+        nested = bool(blocks) and isinstance(blocks, tuple | list) and isinstance(blocks[0], tuple | list)  # type: ignore[index]
+        if blocks is not None:
+            rows = blocks if nested else (blocks,)
+            if not isinstance(blocks, tuple | list) or not all(
+                isinstance(r, tuple | list) and all(_is_int(i) and i >= 0 for i in r)
+                for r in rows  # type: ignore[union-attr]
+            ):
+                raise RequestError(
+                    f"{p}skip_block_list must be a list of block indices >= 0 or a list of such lists, got {_got(blocks)}",
+                    param=p + "skip_block_list",
+                )
+        lists = {k: getattr(self, k) for k in ("guidance_scale", "stg_scale", "rescaling_scale")}
+        lists = {k: v for k, v in lists.items() if isinstance(v, tuple | list)}
+        if nested:
+            lists["skip_block_list"] = blocks
+        if lists and gt is None:
+            raise RequestError(
+                f"{p}: per-step lists {sorted(lists)} need guidance_timesteps", param=p + "guidance_timesteps"
+            )
+        for k, v in lists.items():
+            if gt is not None and len(v) != len(gt):
+                raise RequestError(f"{p}{k} has {len(v)} entries but guidance_timesteps has {len(gt)}", param=p + k)
+
+
+def default_recipe() -> Recipe:
+    """The default preset's recipe (``ltxv.pipelines.presets.DEFAULT_PRESET``): what ``ltxv generate`` runs without
+    ``--preset``, so a request made in Python without a recipe generates the same video."""
+    from ltxv.pipelines.presets import DEFAULT_PRESET, get_preset
+
+    return get_preset(DEFAULT_PRESET)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to generate: a reference pipeline config, parsed (see ``presets.recipe_from_yaml``)."""
+    """How to generate: a reference pipeline config, parsed (see ``presets.recipe_from_yaml``). ``Recipe()`` itself
+    is the reference pipeline's bare one-pass default; requests default to :func:`default_recipe` instead."""
 
     pipeline_type: Literal["base", "multi-scale"] = "base"
     first_pass: PassSettings = field(default_factory=PassSettings)
@@ -108,25 +183,54 @@ class Recipe:
     def validate(self) -> None:
         if self.stg_mode not in STG_MODES:
             raise RequestError(
-                f"stg_mode must be one of {list(STG_MODES)} (or {list(STG_ALIASES)}), got {self.stg_mode!r}"
+                f"recipe.stg_mode must be one of {list(STG_MODES)} (or {list(STG_ALIASES)}), got {_got(self.stg_mode)}",
+                param="recipe.stg_mode",
             )
         if self.pipeline_type not in ("base", "multi-scale"):
-            raise RequestError(f"pipeline_type must be 'base' or 'multi-scale', got {self.pipeline_type!r}")
+            raise RequestError(
+                f"recipe.pipeline_type must be 'base' or 'multi-scale', got {_got(self.pipeline_type)}",
+                param="recipe.pipeline_type",
+            )
+        if not isinstance(self.first_pass, PassSettings):
+            raise RequestError(
+                f"recipe.first_pass must be a PassSettings, got {_got(self.first_pass)}", param="recipe.first_pass"
+            )
         if self.pipeline_type == "multi-scale":
-            if self.second_pass is None:
-                raise RequestError("a multi-scale recipe needs a second_pass")
-            if not 0.0 < self.downscale_factor <= 1.0:
-                raise RequestError(f"downscale_factor must be in (0, 1], got {self.downscale_factor}")
-        self.first_pass.validate()
-        if self.second_pass is not None:
-            self.second_pass.validate()
+            if not isinstance(self.second_pass, PassSettings):
+                raise RequestError(
+                    f"a multi-scale recipe needs a second_pass (PassSettings), got {_got(self.second_pass)}",
+                    param="recipe.second_pass",
+                )
+            _real(self.downscale_factor, "recipe.downscale_factor", 0.0, 1.0, "a number in (0, 1]", open_low=True)
+        _real(self.decode_timestep, "recipe.decode_timestep", 0.0, 1.0, "a number in [0, 1]")
+        if self.decode_noise_scale is not None:
+            _real(self.decode_noise_scale, "recipe.decode_noise_scale", 0.0, 1.0, "None or a number in [0, 1]")
+        for name, allowed in (("precision", PRECISIONS), ("sampler", SAMPLER_NAMES)):
+            if getattr(self, name) not in allowed:
+                raise RequestError(
+                    f"recipe.{name} must be one of {list(allowed)}, got {_got(getattr(self, name))}",
+                    param=f"recipe.{name}",
+                )
+        for name in ("checkpoint_path", "spatial_upscaler_model_path", "text_encoder_model_name_or_path"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str | Path):
+                raise RequestError(f"recipe.{name} must be a path or None, got {_got(v)}", param=f"recipe.{name}")
+        _int(
+            self.prompt_enhancement_words_threshold,
+            "recipe.prompt_enhancement_words_threshold",
+            0,
+            what="an integer >= 0",
+        )
+        self.first_pass.validate("recipe.first_pass")
+        if self.pipeline_type == "multi-scale":
+            self.second_pass.validate("recipe.second_pass")  # type: ignore[union-attr]
 
     @property
     def passes(self) -> tuple[PassSettings, ...]:
         return (self.first_pass,) if self.pipeline_type == "base" else (self.first_pass, self.second_pass)  # type: ignore[return-value]
 
 
-Media = str | Path | torch.Tensor  # a path, or a (3, F, H, W) / (3, H, W) tensor in [-1, 1]
+Media = str | Path | torch.Tensor  # a path, or a (3, F, H, W) / (3, H, W) float tensor in [-1, 1]
 
 
 @dataclass(frozen=True)
@@ -139,6 +243,19 @@ class ConditioningMedia:
     media: Media
     frame: int = 0
     strength: float = 1.0
+
+
+def _media(v: object, param: str) -> None:
+    if isinstance(v, torch.Tensor):
+        return  # its dtype, shape and values are checked with the media (pipelines.media.check_media_tensor)
+    if not isinstance(v, str | Path) or not str(v).strip():
+        hint = (
+            " (save it to a file, or pass a (3, H, W) float tensor in [-1, 1])" if "Image" in type(v).__name__ else ""
+        )
+        raise RequestError(
+            f"{param} must be a file path or a (3, F, H, W) / (3, H, W) float tensor in [-1, 1], got {_got(v)}{hint}",
+            param=param,
+        )
 
 
 @dataclass(frozen=True)
@@ -155,36 +272,67 @@ class GenerationRequest:
     denoise_strength: float | None = None  # V2V: start denoising at this noise level (None: the recipe's schedule)
     image_cond_noise_scale: float = 0.15
     media_preprocess: bool = True  # the reference's blur + H.264 CRF round trip on conditioning / V2V media
-    recipe: Recipe = field(default_factory=Recipe)
+    recipe: Recipe = field(default_factory=default_recipe)
 
     def validate(self) -> None:
-        if not isinstance(self.prompt, str):
-            raise RequestError(f"prompt must be a string, got {type(self.prompt).__name__}")
-        if not isinstance(self.negative_prompt, str):
-            raise RequestError(f"negative_prompt must be a string, got {type(self.negative_prompt).__name__}")
-        for name, v in (("height", self.height), ("width", self.width), ("num_frames", self.num_frames)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise RequestError(f"{name} must be a positive integer, got {v!r}")
-        if not (math.isfinite(self.frame_rate) and self.frame_rate > 0):
-            raise RequestError(f"frame_rate must be > 0, got {self.frame_rate}")
-        if not self.image_cond_noise_scale >= 0.0:
-            raise RequestError(f"image_cond_noise_scale must be >= 0, got {self.image_cond_noise_scale}")
+        """Every field's type and range; the media are checked against the files later (the preflight)."""
+        for name in ("prompt", "negative_prompt"):
+            v = getattr(self, name)
+            if not isinstance(v, str):
+                raise RequestError(f"{name} must be a string, got {_got(v)}", param=name)
+            if "\x00" in v:
+                raise RequestError(f"{name} contains a NUL character", param=name)
+        if not self.prompt.strip():
+            raise RequestError("prompt is empty", param="prompt")
+        for name in ("height", "width", "num_frames"):
+            _int(getattr(self, name), name, 1, what="a positive integer")
+        lo, hi = FRAME_RATE_RANGE
+        _real(self.frame_rate, "frame_rate", lo, hi, f"a number of frames per second in [{lo:g}, {hi:g}]")
+        _int(self.seed, "seed", *SEED_RANGE, what="an integer in [-2^63, 2^64 - 1]")
+        _real(self.image_cond_noise_scale, "image_cond_noise_scale", 0.0, math.inf, "a number >= 0")
+        _bool(self.media_preprocess, "media_preprocess")
+        if not isinstance(self.conditioning, tuple | list):
+            raise RequestError(
+                f"conditioning must be a tuple of ConditioningMedia, got {_got(self.conditioning)}",
+                param="conditioning",
+            )
         for i, c in enumerate(self.conditioning):
-            if not 0.0 <= c.strength <= 1.0:
-                raise RequestError(f"conditioning item {i}: strength must be in [0, 1], got {c.strength}")
+            p = f"conditioning[{i}]"
+            if not isinstance(c, ConditioningMedia):
+                raise RequestError(f"{p} must be a ConditioningMedia(media, frame, strength), got {_got(c)}", param=p)
+            _media(c.media, f"{p}.media")
+            _int(c.frame, f"{p}.frame", what="an integer")
             if not 0 <= c.frame < self.num_frames:
                 raise RequestError(
-                    f"conditioning item {i}: start frame {c.frame} is outside the video (0..{self.num_frames - 1})"
+                    f"{p}: start frame {c.frame} is outside the video (0..{self.num_frames - 1})", param=f"{p}.frame"
                 )
+            _real(c.strength, f"{p}.strength", 0.0, 1.0, "a number in [0, 1]")
+        if self.input_media is not None:
+            _media(self.input_media, "input_media")
         if self.denoise_strength is not None:
             if self.input_media is None:
-                raise RequestError("denoise_strength is for video-to-video: give input_media too")
-            if not 0.0 < self.denoise_strength <= 1.0:
-                raise RequestError(f"denoise_strength must be in (0, 1], got {self.denoise_strength}")
+                raise RequestError(
+                    "denoise_strength is for video-to-video: give input_media too", param="denoise_strength"
+                )
+            _real(self.denoise_strength, "denoise_strength", 0.0, 1.0, "a number in (0, 1]", open_low=True)
+        if not isinstance(self.recipe, Recipe):
+            raise RequestError(
+                f"recipe must be a Recipe (e.g. presets.get_preset(name)), got {_got(self.recipe)}", param="recipe"
+            )
         self.recipe.validate()
 
     def with_recipe(self, recipe: Recipe) -> GenerationRequest:
         return replace(self, recipe=recipe)
+
+
+def as_request(request: Any) -> GenerationRequest:
+    """``request`` if it is a :class:`GenerationRequest`, validated; a clear error for anything else (a dict, a
+    prompt string)."""
+    if not isinstance(request, GenerationRequest):
+        hint = " (build one: ltxv.GenerationRequest(prompt, ...))"
+        raise RequestError(f"expected a GenerationRequest, got {_got(request)}{hint}", param=None)
+    request.validate()
+    return request
 
 
 def padded_size(height: int, width: int, num_frames: int) -> tuple[int, int, int]:

@@ -19,6 +19,11 @@ batch), ``N`` tokens of a pass, ``D`` the transformer width, ``L`` text tokens (
   frames per temporal conv, about four frames queued for its skip connection: 8 frames of its stage, measured) plus
   one block in flight through a resnet (5 copies of a block of about ``WINDOW_FRAMES`` output frames' bytes, at
   least one frame of the widest stage).
+* The pipeline's decode hands each decoded block to a sink that writes it into the result, float32 at the requested
+  (cropped) size, ``F x H x W x 3 x 4`` bytes: that tensor, not the decoder's video, is what the decode stage holds
+  whole (a streamed decode never holds the decoded video; a one-shot decode holds it and its float32 copy too). At
+  100000 frames of 64 x 96 it is 6.9 GiB, which is what such a run allocates; the decoder's own output at the last
+  pass's size in its dtype, which the estimate counted before, was a third of it.
 * Latent upsampler: its widest tensor, ``mid_channels`` on the upsampled grid, times 4 (a res-block's input, conv
   output, normalised copy, SiLU), plus the pixel-shuffle's pre-shuffle copy.
 * Device peak per stage = the weights on the device during it (the stage's own models plus every model the mode
@@ -31,8 +36,6 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from torch import nn
 
 from ltxv.config import TransformerConfig, UpsamplerConfig, VAEConfig
 from ltxv.model.vae_stream import WINDOW_FRAMES
@@ -157,12 +160,76 @@ def upsampler_bytes(cfg: UpsamplerConfig, frames: int, height: int, width: int, 
     return (UPSAMPLER_COPIES + 1) * widest
 
 
-def text_encoder_bytes(model: nn.Module, elem: int) -> int:
-    """T5 on one prompt of ``TEXT_TOKENS``: a few d_model-wide states, the d_ff hidden, per-head scores in float32."""
-    c = getattr(model, "config", None)
-    if c is None:
-        return 0
-    return TEXT_TOKENS * elem * (6 * c.d_model + 2 * c.d_ff) + 2 * c.num_heads * TEXT_TOKENS**2 * 4
+def text_encoder_bytes(d_model: int, d_ff: int, num_heads: int, elem: int) -> int:
+    """T5 on one prompt of ``TEXT_TOKENS``: a few d_model-wide states, the d_ff hidden, per-head scores in float32;
+    or, for a narrow encoder, the relative-position buckets (a few (L, L) int64 tensors, 6.5 L^2 x 8 bytes measured
+    on the tiny one; a 512-wide, 8-head encoder measured within 1% of the first form)."""
+    layers = TEXT_TOKENS * elem * (6 * d_model + 2 * d_ff) + 2 * num_heads * TEXT_TOKENS**2 * 4
+    return max(layers, 13 * TEXT_TOKENS**2 * 4)
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    """What the estimate needs to know of the models: their configs, their weights' bytes by role and the bytes per
+    element they compute in. Built from loaded modules or meta-device ones alike (:meth:`of`)."""
+
+    transformer: TransformerConfig
+    vae: VAEConfig
+    upsampler: UpsamplerConfig | None
+    text: tuple[int, int, int] | None  # the T5's (d_model, d_ff, num_heads), None without a text encoder
+    weights: dict[str, int]  # bytes per role: text_encoder, transformer, vae, upsampler
+    lazy_encoder: int  # bytes of a VAE encoder read only on the first encode (0 when it is loaded)
+    elem: int  # bytes per element of the transformer's compute dtype
+    vae_elem: int
+    text_elem: int = 4
+
+    @classmethod
+    def of(cls, models: object, text_encoder: object | None = None, *, lazy_encoder: bool | None = None) -> ModelSizes:
+        """``models``: :class:`ltxv.weights.load.Models` (loaded or from ``plan_models``); ``text_encoder``: a
+        :class:`ltxv.text.t5.TextEncoder`, a transformers T5 module or None. ``lazy_encoder``: whether the VAE
+        encoder is read lazily (default: whether it is still unread)."""
+        transformer, vae, upsampler = models.transformer, models.vae, models.upsampler  # type: ignore[attr-defined]
+        if lazy_encoder is None:
+            lazy_encoder = getattr(vae, "deferred_tensors", None) is not None
+        weights = {"transformer": module_bytes(transformer), "vae": module_bytes(vae)}
+        if upsampler is not None:
+            weights["upsampler"] = module_bytes(upsampler)
+        t5 = getattr(text_encoder, "model", text_encoder)
+        text, text_elem = None, 4
+        if t5 is not None:
+            weights = {"text_encoder": module_bytes(t5), **weights}
+            c = t5.config
+            text, text_elem = (c.d_model, c.d_ff, c.num_heads), next(t5.parameters()).element_size()
+        return cls(
+            transformer=transformer.cfg,
+            vae=vae.cfg,
+            upsampler=None if upsampler is None else upsampler.cfg,
+            text=text,
+            weights=weights,
+            lazy_encoder=module_bytes(vae.encoder) if lazy_encoder else 0,
+            elem=next(transformer.parameters()).element_size(),
+            vae_elem=next(vae.decoder.parameters()).element_size(),
+            text_elem=text_elem,
+        )
+
+
+def output_video_bytes(num_frames: int, height: int, width: int) -> int:
+    """The generated video the decode writes into: (F, H, W, 3) float32 at the requested size."""
+    return num_frames * height * width * 3 * 4
+
+
+def decode_bytes(
+    cfg: VAEConfig, frames: int, height: int, width: int, elem: int, *, streaming: bool, output: int
+) -> int:
+    """Working memory of the pipeline's decode of a latent grid into a result of ``output`` bytes (see the module
+    docstring): a streamed decode holds the result and the decoder's working set without its video; a one-shot one
+    holds the decoded video, its float32 copy and the result."""
+    decoded = vae_bytes(cfg, frames, height, width, elem, streaming=streaming)
+    _, f, h, w = decoder_stages(cfg, frames, height, width)[-1]
+    video = cfg.out_channels * f * h * cfg.patch_size * w * cfg.patch_size
+    if streaming:
+        return decoded - video * elem + output
+    return decoded + video * 4 + output
 
 
 def estimate_memory(
@@ -173,43 +240,53 @@ def estimate_memory(
     num_frames: int,
     passes: Sequence[PassShape],
     batch: int = 1,
+    output: tuple[int, int, int] | None = None,
+) -> MemoryEstimate:
+    """:func:`estimate` for loaded (or meta-device) modules: ``models`` a :class:`ltxv.weights.load.Models`,
+    ``text_encoder`` a :class:`ltxv.text.t5.TextEncoder` or None."""
+    sizes = ModelSizes.of(models, text_encoder)
+    return estimate(sizes, mode, num_frames=num_frames, passes=passes, batch=batch, output=output)
+
+
+def estimate(
+    sizes: ModelSizes,
+    mode: str,
+    *,
+    num_frames: int,
+    passes: Sequence[PassShape],
+    batch: int = 1,
+    output: tuple[int, int, int] | None = None,
 ) -> MemoryEstimate:
     """The estimate for a run of ``passes`` (then upsampling between two passes, then a decode at the last pass's
-    size) over ``num_frames`` pixel frames. ``models``: :class:`ltxv.weights.load.Models`; ``text_encoder``: a
-    :class:`ltxv.text.t5.TextEncoder` or None."""
-    transformer, vae, upsampler = models.transformer, models.vae, models.upsampler  # type: ignore[attr-defined]
-    elem = next(transformer.parameters()).element_size()
-    vae_elem = next(vae.parameters()).element_size()
-    vae_weights = module_bytes(vae)
-    if getattr(vae, "deferred_tensors", None) is not None and not any(p.encode_frames for p in passes):
-        vae_weights -= module_bytes(vae.encoder)  # a lazy encoder this run never reads
-    weights = {"transformer": module_bytes(transformer), "vae": vae_weights}
-    if upsampler is not None:
-        weights["upsampler"] = module_bytes(upsampler)
-    t5 = getattr(text_encoder, "model", None)
-    if t5 is not None:
-        weights = {"text_encoder": module_bytes(t5), **weights}
-    sc, tc = vae.spatial_compression, vae.temporal_compression
+    size) over ``num_frames`` pixel frames (padded), writing a result of ``output`` = (frames, height, width) (the
+    requested size; default the last pass's)."""
+    cfg = sizes.vae
+    elem, vae_elem = sizes.elem, sizes.vae_elem
+    weights = dict(sizes.weights)
+    if sizes.lazy_encoder and not any(p.encode_frames for p in passes):
+        weights["vae"] -= sizes.lazy_encoder  # a lazy encoder this run never reads
+    sc, tc = cfg.spatial_compression, cfg.temporal_compression
     lf = (num_frames - 1) // tc + 1  # latent frames
 
     work: list[tuple[str, tuple[str, ...], int]] = []
-    if t5 is not None:
-        work.append(("text", ("text_encoder",), text_encoder_bytes(t5, next(t5.parameters()).element_size())))
+    if sizes.text is not None:
+        work.append(("text", ("text_encoder",), text_encoder_bytes(*sizes.text, sizes.text_elem)))
     for i, p in enumerate(passes):
         h, w = p.height // sc, p.width // sc
         tokens = lf * h * w + p.appended_tokens
         run = transformer_bytes(
-            transformer.cfg, tokens, batch * p.branches, elem, per_token=p.per_token_timesteps, batch=batch
+            sizes.transformer, tokens, batch * p.branches, elem, per_token=p.per_token_timesteps, batch=batch
         )
-        enc = [vae_bytes(vae.cfg, (n - 1) // tc + 1, h, w, vae_elem, streaming=False) for n in p.encode_frames]
+        enc = [vae_bytes(cfg, (n - 1) // tc + 1, h, w, vae_elem, streaming=False) for n in p.encode_frames]
         used = ("transformer", "vae") if enc else ("transformer",)
         work.append((f"pass{i + 1}", used, max([run, *enc])))
-        if i + 1 < len(passes) and upsampler is not None:
-            work.append(("upsample", ("upsampler",), upsampler_bytes(upsampler.cfg, lf, h, w, elem)))
+        if i + 1 < len(passes) and sizes.upsampler is not None:
+            work.append(("upsample", ("upsampler",), upsampler_bytes(sizes.upsampler, lf, h, w, elem)))
     last = passes[-1]
-    streaming = vae.cfg.norm_layer != "group_norm" and lf > 2  # VideoVAE.decode's "auto" rule
+    streaming = cfg.norm_layer != "group_norm" and lf > 2  # VideoVAE.decode's "auto" rule
     h, w = last.height // sc, last.width // sc
-    work.append(("decode", ("vae",), vae_bytes(vae.cfg, lf, h, w, vae_elem, streaming=streaming)))
+    result = output_video_bytes(*(output or (num_frames, last.height, last.width)))
+    work.append(("decode", ("vae",), decode_bytes(cfg, lf, h, w, vae_elem, streaming=streaming, output=result)))
 
     resident = [r for r in weights if not offloads(mode, r)]
     stages = tuple(

@@ -5,14 +5,17 @@ output is the last hidden state with the padding kept, and the attention mask sa
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
 import torch
-from transformers import T5EncoderModel, T5Tokenizer
+from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
 from ltxv.weights.errors import LoadError
 from ltxv.weights.hub import resolve
+from ltxv.weights.safetensors_file import SafetensorsHeader, read_header
+from ltxv.weights.sniff import describe_file
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +35,9 @@ class TextEncoder:
         ``tokenizer/``), or such a hub repo id: taken from the Hugging Face cache, else downloaded; with no network,
         a prompt :class:`LoadError` naming the id (``ltxv.weights.hub.resolve``)."""
         folder = resolve(name_or_path, "text_encoder")
-        for sub in ("text_encoder", "tokenizer"):
-            if not (folder / sub).is_dir():
-                raise LoadError(f"{folder}: not a text-encoder folder (no '{sub}/' inside)")
-        try:
-            model = T5EncoderModel.from_pretrained(folder / "text_encoder", dtype=dtype)
+        check_text_encoder(folder)
+        try:  # safetensors only: transformers would otherwise unpickle a pytorch_model.bin
+            model = T5EncoderModel.from_pretrained(folder / "text_encoder", dtype=dtype, use_safetensors=True)
         except (OSError, ValueError) as e:
             raise LoadError(f"{folder / 'text_encoder'}: cannot load the T5 encoder: {e}") from e
         # The reference loads in fp32 and then casts the whole model; an explicit cast also covers transformers
@@ -81,11 +82,88 @@ class TextEncoder:
         return self.model(ids, attention_mask=mask)[0], mask  # (B, L, D), (B, L)
 
     def _warn_if_truncated(self, texts: list[str], max_tokens: int) -> None:
-        for text, ids in zip(texts, self.tokenizer(texts, add_special_tokens=True).input_ids):
+        # verbose=False: the tokenizer's own "longer than the maximum sequence length" warning is about running the
+        # untruncated ids through the model, which never happens here.
+        for text, ids in zip(texts, self.tokenizer(texts, add_special_tokens=True, verbose=False).input_ids):
             if len(ids) > max_tokens:
                 log.warning(
                     "prompt truncated to %d tokens (%d dropped): %.60s...", max_tokens, len(ids) - max_tokens, text
                 )
+
+
+def _t5_config(folder: Path) -> T5Config:
+    path = folder / "text_encoder" / "config.json"
+    if not path.is_file():
+        raise LoadError(f"{path.parent}: no config.json, so not a transformers T5 encoder folder")
+    try:
+        raw = json.loads(path.read_text())
+        kind = raw.get("model_type", "t5")
+        config = T5Config.from_dict(raw)
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        raise LoadError(f"{path}: not a readable T5 config ({describe_file(path) or e})") from None
+    if kind != "t5":
+        raise LoadError(f"{path}: a {kind!r} config, not a T5 encoder's")
+    return config
+
+
+def _weight_headers(folder: Path) -> list[SafetensorsHeader]:
+    """The headers of ``text_encoder/``'s safetensors weights (one file or the shards an index names)."""
+    sub = folder / "text_encoder"
+    index = sub / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise LoadError(f"{index}: not a readable safetensors index ({e})") from None
+        return [read_header(sub / name) for name in shards]
+    if (sub / "model.safetensors").exists():
+        return [read_header(sub / "model.safetensors")]
+    others = sorted(p.name for p in sub.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack"))
+    if others:
+        what = describe_file(sub / others[0]) or "not safetensors"
+        raise LoadError(
+            f"{sub}: holds only {', '.join(others)}, which is {what}; ltxv loads safetensors only and never unpickles "
+            "(convert it: transformers' save_pretrained(..., safe_serialization=True))"
+        )
+    raise LoadError(f"{sub}: no model.safetensors (or model.safetensors.index.json) inside")
+
+
+def check_text_encoder(folder: str | Path) -> T5Config:
+    """Check a text-encoder folder from its files' headers, before any weight is read: ``text_encoder/`` with a T5
+    config and safetensors weights whose tensors are the encoder's (names and shapes), ``tokenizer/`` with a
+    tokenizer file. Returns the T5 config. Raises :class:`LoadError` naming what is wrong."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LoadError(f"{folder}: not a text-encoder folder ({describe_file(folder) or 'not a folder'})")
+    for sub in ("text_encoder", "tokenizer"):
+        if not (folder / sub).is_dir():
+            raise LoadError(f"{folder}: not a text-encoder folder (no '{sub}/' inside)")
+    config = _t5_config(folder)
+    given = {k: v.shape for h in _weight_headers(folder) for k, v in h.tensors.items()}
+    model = meta_text_encoder(config, torch.float32)
+    tied = dict(getattr(model, "_tied_weights_keys", None) or {})
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(k for k in expected if k not in given and tied.get(k) not in given)
+    wrong = sorted(
+        f"{k} is {list(given[k])}, expected {list(s)}" for k, s in expected.items() if k in given and given[k] != s
+    )
+    if missing or wrong:
+        problem = (
+            f"missing {len(missing)} tensor(s): {', '.join(missing[:3])}"
+            if missing
+            else f"wrong shapes: {', '.join(wrong[:3])}"
+        )
+        raise LoadError(f"{folder / 'text_encoder'}: the weights do not match its config.json ({problem})")
+    tok = folder / "tokenizer"
+    if not any((tok / name).is_file() for name in ("tokenizer.json", "spiece.model")):
+        raise LoadError(f"{tok}: no tokenizer.json or spiece.model inside")
+    return config
+
+
+def meta_text_encoder(config: T5Config, dtype: torch.dtype) -> T5EncoderModel:
+    """The T5 encoder of ``config`` on the meta device in ``dtype``: its sizes, no weights."""
+    with torch.device("meta"):
+        return T5EncoderModel(config).to(dtype)
 
 
 def _load_tokenizer(folder: Path) -> T5Tokenizer:

@@ -3,6 +3,10 @@ file and what is wrong with it."""
 
 from __future__ import annotations
 
+from ltxv.errors import LtxvError
 
-class LoadError(ValueError):
+
+class LoadError(LtxvError):
     """A checkpoint file that cannot be loaded: missing, not safetensors, truncated, wrong keys or shapes, no config."""
+
+    code = "model"

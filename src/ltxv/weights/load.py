@@ -70,26 +70,12 @@ def _listing(names: list[str], limit: int = 5) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def load_module(
-    header: SafetensorsHeader,
-    build: Callable[[], nn.Module],
-    names: dict[str, str],
-    *,
-    what: str,
-    dtype: torch.dtype,
-    device: torch.device | str,
-    defer: str | None = None,
-) -> nn.Module:
-    """Build ``build()`` on the meta device and fill it strictly from the file tensors ``names`` maps (file name ->
-    state-dict name).
-
-    ``defer``: a sub-module name whose tensors are checked now but read only when asked: it stays on the meta device
-    and the returned model's ``deferred_tensors`` (a callable) reads them (see :func:`load_models`).
-
-    Float8 file tensors are accepted only as the ``weight`` of an :class:`Fp8Linear` of the built model, and kept as
-    stored. A scaled :class:`Fp8Linear` whose weight the file holds in higher precision is quantised as it is read,
-    one tensor at a time: cast to ``dtype`` first, so the result equals loading and then ``quantize_``.
-    """
+def _checked(
+    header: SafetensorsHeader, build: Callable[[], nn.Module], names: dict[str, str], what: str
+) -> tuple[nn.Module, dict[str, TensorInfo], set[str]]:
+    """``build()`` on the meta device, checked key by key, shape by shape and fp8 dtype by dtype against the file
+    tensors ``names`` maps (file name -> state-dict name); returns it with the stored tensors' infos by target name and
+    the weights to quantise as they are read."""
     with torch.device("meta"):
         model = build()
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -117,10 +103,39 @@ def load_module(
     if wrong:
         raise LoadError(f"{header.path}: {what} tensor(s) of the wrong shape: {_listing(wrong, 3)}")
     _check_fp8_dtypes(header, stored, fp8_layers, quantize, what)
-    scales = {f"{n}.{SCALE}" for n, m in fp8_layers.items() if m.scaled}
-    # Floating tensors arrive in the compute dtype, fp8 ones as stored; a scale is not a weight: float32 always.
+    return model, stored, quantize
+
+
+def _load_dtypes(model: nn.Module, stored: dict[str, TensorInfo], dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """The dtype each state-dict tensor is read in: floating ones in the compute dtype, fp8 ones as stored, a scale
+    (not a weight) in float32 always."""
+    scales = {f"{n}.{SCALE}" for n, m in model.named_modules() if isinstance(m, Fp8Linear) and m.scaled}
     want = {t: dtype for t, info in stored.items() if info.dtype.is_floating_point and info.dtype not in FLOAT8_DTYPES}
-    want |= {t: torch.float32 for t in scales if t in stored}
+    return want | {t: torch.float32 for t in scales if t in stored}
+
+
+def load_module(
+    header: SafetensorsHeader,
+    build: Callable[[], nn.Module],
+    names: dict[str, str],
+    *,
+    what: str,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    defer: str | None = None,
+) -> nn.Module:
+    """Build ``build()`` on the meta device and fill it strictly from the file tensors ``names`` maps (file name ->
+    state-dict name).
+
+    ``defer``: a sub-module name whose tensors are checked now but read only when asked: it stays on the meta device
+    and the returned model's ``deferred_tensors`` (a callable) reads them (see :func:`load_models`).
+
+    Float8 file tensors are accepted only as the ``weight`` of an :class:`Fp8Linear` of the built model, and kept as
+    stored. A scaled :class:`Fp8Linear` whose weight the file holds in higher precision is quantised as it is read,
+    one tensor at a time: cast to ``dtype`` first, so the result equals loading and then ``quantize_``.
+    """
+    model, stored, quantize = _checked(header, build, names, what)
+    want = _load_dtypes(model, stored, dtype)
 
     def read(selected: dict[str, str]) -> dict[str, torch.Tensor]:
         tensors: dict[str, torch.Tensor] = {}
@@ -226,6 +241,85 @@ def _split_single_file(header: SafetensorsHeader) -> tuple[dict[str, str], dict[
     return transformer, vae
 
 
+def _upsampler_config(header: SafetensorsHeader) -> UpsamplerConfig:
+    try:
+        return UpsamplerConfig.from_dict(parse_metadata_config(header.metadata))
+    except ConfigError as e:
+        raise LoadError(f"{header.path}: {e}") from None
+
+
+def _check_upsampler_fits(up: UpsamplerConfig, cfg: CheckpointConfig, path: Path) -> None:
+    if up.in_channels != cfg.vae.latent_channels:
+        raise LoadError(f"{path}: upsampler has {up.in_channels} latent channels, the VAE {cfg.vae.latent_channels}")
+
+
+def _check_quantize(quantize: str | None) -> None:
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be None or one of {list(QUANTIZE_MODES)}, got {quantize!r}")
+
+
+def _transformer_builder(
+    cfg: CheckpointConfig, stored_fp8: frozenset[str], scaled: bool, quantize: str | None
+) -> Callable[[], Transformer]:
+    def build() -> Transformer:
+        model = Transformer(cfg.transformer)
+        if stored_fp8:  # names the model lacks stay out, so the strict key check reports them
+            swap_to_fp8(model, [n for n in fp8_linear_names(model) if n in stored_fp8], scaled=scaled)
+        elif quantize == "fp8":
+            swap_to_fp8(model, scaled=True)
+        return model
+
+    return build
+
+
+def _meta_module(
+    header: SafetensorsHeader, build: Callable[[], nn.Module], names: dict[str, str], what: str, dtype: torch.dtype
+) -> nn.Module:
+    """``build()`` checked against the header as :func:`load_module` checks it, left on the meta device with every
+    state tensor in the dtype it would be read in."""
+    model, stored, quantize = _checked(header, build, names, what)
+    want = {t: d for t, d in _load_dtypes(model, stored, dtype).items() if t not in quantize}  # those become fp8
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        for key, t in [*module._parameters.items(), *module._buffers.items()]:
+            if t is not None and prefix + key in want and t.dtype != want[prefix + key]:
+                t.data = torch.empty(t.shape, dtype=want[prefix + key], device="meta")
+    return model.requires_grad_(False).eval()
+
+
+def plan_models(
+    checkpoint: str | Path,
+    upsampler: str | Path | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    quantize: str | None = None,
+) -> Models:
+    """What :func:`load_models` would build, without reading any tensor data: every network constructed on the meta
+    device from its file's config, checked key by key, shape by shape and dtype by dtype against the file's header,
+    each tensor in the dtype it would be loaded in (so :func:`ltxv.quant.fp8.module_bytes` gives the loaded sizes).
+    Raises the :class:`LoadError` the load would raise for any problem the headers show."""
+    _check_dtype(dtype)
+    _check_quantize(quantize)
+    header = read_header(checkpoint)
+    cfg = read_checkpoint_config(header)
+    t_names, v_names = _split_single_file(header)
+    stored_fp8, scaled = _stored_fp8(header, t_names)
+    up_header = read_header(upsampler) if upsampler is not None else None
+    up_cfg = _upsampler_config(up_header) if up_header is not None else None
+    if up_cfg is not None:
+        _check_upsampler_fits(up_cfg, cfg, up_header.path)  # type: ignore[union-attr]
+    build = _transformer_builder(cfg, stored_fp8, scaled, quantize)
+    transformer = _meta_module(header, build, t_names, "transformer", dtype)
+    vae = _meta_module(header, lambda: VideoVAE(cfg.vae), v_names, "VAE", dtype)
+    up = None
+    if up_header is not None:
+        names = {name: name for name in up_header.tensors}
+        up = _meta_module(up_header, lambda: LatentUpsampler(up_cfg), names, "upsampler", dtype)
+        mean, std = vae.per_channel_statistics.mean_std()  # type: ignore[operator]
+        up.set_latent_statistics(mean, std)  # type: ignore[operator]
+    return Models(transformer=transformer, vae=vae, upsampler=up, config=cfg)  # type: ignore[arg-type]
+
+
 def load_upsampler(
     path: str | Path, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
 ) -> LatentUpsampler:
@@ -235,10 +329,7 @@ def load_upsampler(
 
 
 def _load_upsampler(header: SafetensorsHeader, dtype: torch.dtype, device: torch.device | str) -> LatentUpsampler:
-    try:
-        cfg = UpsamplerConfig.from_dict(parse_metadata_config(header.metadata))
-    except ConfigError as e:
-        raise LoadError(f"{header.path}: {e}") from None
+    cfg = _upsampler_config(header)
     names = {name: name for name in header.tensors}
     model = load_module(header, lambda: LatentUpsampler(cfg), names, what="upsampler", dtype=dtype, device=device)
     assert isinstance(model, LatentUpsampler)
@@ -269,8 +360,7 @@ def load_models(
     VAE's device at that moment: text-to-video never holds them. The file must still be there then.
     """
     _check_dtype(dtype)
-    if quantize is not None and quantize not in QUANTIZE_MODES:
-        raise ValueError(f"quantize must be None or one of {list(QUANTIZE_MODES)}, got {quantize!r}")
+    _check_quantize(quantize)
     header = read_header(checkpoint)
     cfg = read_checkpoint_config(header)
     t_names, v_names = _split_single_file(header)
@@ -279,14 +369,9 @@ def load_models(
         log.info("%s stores %d fp8 linears; loaded as stored", header.path.name, len(stored_fp8))
     # Validate the upsampler file before the (large) single file is read, so a bad path fails fast.
     up_header = read_header(upsampler) if upsampler is not None else None
-
-    def build_transformer() -> Transformer:
-        model = Transformer(cfg.transformer)
-        if stored_fp8:  # names the model lacks stay out, so the strict key check reports them
-            swap_to_fp8(model, [n for n in fp8_linear_names(model) if n in stored_fp8], scaled=scaled)
-        elif quantize == "fp8":
-            swap_to_fp8(model, scaled=True)
-        return model
+    if up_header is not None:
+        _check_upsampler_fits(_upsampler_config(up_header), cfg, up_header.path)
+    build_transformer = _transformer_builder(cfg, stored_fp8, scaled, quantize)
 
     transformer = load_module(header, build_transformer, t_names, what="transformer", dtype=dtype, device=device)
     vae = load_module(
@@ -301,10 +386,6 @@ def load_models(
     up = None
     if up_header is not None:
         up = _load_upsampler(up_header, dtype, device)
-        if up.cfg.in_channels != cfg.vae.latent_channels:
-            raise LoadError(
-                f"{up_header.path}: upsampler has {up.cfg.in_channels} latent channels, the VAE {cfg.vae.latent_channels}"
-            )
         stats = vae.state_dict()
         up.set_latent_statistics(
             stats["per_channel_statistics.mean-of-means"], stats["per_channel_statistics.std-of-means"]

@@ -18,12 +18,13 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 import numpy as np
 import torch
 
 from ltxv.weights.errors import LoadError
+from ltxv.weights.sniff import describe_file
 
 _DTYPES = {
     "F64": torch.float64,
@@ -67,18 +68,14 @@ def read_header(path: str | Path) -> SafetensorsHeader:
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(8)
-        if len(head) < 8:
-            raise LoadError(f"{path}: not a safetensors file (only {size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > _MAX_HEADER or 8 + n > size:
-            if head[:2] == b"PK" or head[:1] == b"\x80":
-                raise LoadError(f"{path}: looks like a pickled/zip torch checkpoint; only safetensors files are loaded")
-            raise LoadError(f"{path}: not a safetensors file, or truncated (header length {n}, file size {size})")
+        (n,) = struct.unpack("<Q", head) if len(head) == 8 else (0,)
+        if len(head) < 8 or n > _MAX_HEADER or 8 + n > size:
+            _refuse(path, size, n)
         raw = f.read(n)
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise LoadError(f"{path}: not a safetensors file (header is not JSON)") from None
+        _refuse(path, size, n, "its header is not JSON")
     if not isinstance(doc, dict):
         raise LoadError(f"{path}: not a safetensors file (header is not a JSON object)")
     metadata = doc.pop("__metadata__", None) or {}
@@ -100,6 +97,19 @@ def read_header(path: str | Path) -> SafetensorsHeader:
             )
         tensors[name] = TensorInfo(dtype, shape, 8 + n + begin)
     return SafetensorsHeader(path=path, metadata=dict(metadata), tensors=tensors)
+
+
+def _refuse(path: Path, size: int, n: int, why: str | None = None) -> NoReturn:
+    """The error for a file that is not a readable safetensors file, naming what it is where its bytes say."""
+    what = describe_file(path)
+    if what is not None and what != "a safetensors file":
+        raise LoadError(
+            f"{path}: this is {what}, not a safetensors file (ltxv loads safetensors only; it never unpickles)"
+        )
+    if why is None:
+        why = f"only {size} bytes" if size < 8 else f"header length {n}, file size {size}"
+        raise LoadError(f"{path}: not a safetensors file, or truncated ({why})")
+    raise LoadError(f"{path}: not a safetensors file ({why})")
 
 
 def iter_tensors(
@@ -141,3 +151,26 @@ def _read_into(f: BinaryIO, info: TensorInfo, buf: np.ndarray, name: str) -> Non
         if not n:
             raise OSError(f"tensor {name!r}: the file ended after {got} of {buf.nbytes} bytes")
         got += n
+
+
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+def write_safetensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    """Write CPU tensors as a safetensors file, each straight from its own memory (``safetensors.torch.save_file``
+    first builds the whole file's bytes in memory: a second copy of a video-sized tensor). The header is padded to a
+    multiple of 8 bytes, as the reference writer does."""
+    header: dict[str, object] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name, t in tensors.items():
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": _NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with Path(path).open("wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for t in tensors.values():
+            f.write(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)

@@ -1,0 +1,122 @@
+"""``ltxv generate``: the reference ``inference.py`` flags and defaults, one video per run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from datetime import date
+from itertools import accumulate
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ltxv.cli.flags import REQUEST_FLAGS, add, add_model_flags
+from ltxv.cli.models import ModelChoice, recipe_of
+from ltxv.io.output import check_output
+from ltxv.pipelines.request import ConditioningMedia, GenerationRequest, RequestError
+
+if TYPE_CHECKING:
+    from ltxv.pipelines.generate import Pipeline
+    from ltxv.pipelines.preflight import Plan
+    from ltxv.pipelines.progress import ProgressCallback, ProgressEvent
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("generate", help="generate a video (the reference inference.py flags)")
+    p.description = "Generate one video. Every input is checked before any weights are read."
+    for name, kw in REQUEST_FLAGS:
+        add(p, name, **kw)
+    add_model_flags(p)
+    p.set_defaults(run=cmd_generate)
+
+
+def build_request(a: argparse.Namespace) -> GenerationRequest:
+    """The request the flags describe, validated (the list flags checked as the reference does)."""
+    paths, frames = a.conditioning_media_paths or [], a.conditioning_start_frames or []
+    if bool(paths) != bool(frames):
+        raise RequestError(
+            "--conditioning-media-paths and --conditioning-start-frames go together (a frame per path)",
+            param="conditioning",
+        )
+    strengths = a.conditioning_strengths or [1.0] * len(paths)
+    if not len(paths) == len(frames) == len(strengths):
+        counts = f"{len(paths)} media paths, {len(frames)} start frames, {len(strengths)} strengths"
+        raise RequestError(f"the conditioning lists must have the same length, got {counts}", param="conditioning")
+    same = ("prompt", "negative_prompt", "height", "width", "num_frames", "frame_rate", "seed", "denoise_strength")
+    request = GenerationRequest(
+        **{k: getattr(a, k) for k in (*same, "image_cond_noise_scale")},
+        conditioning=tuple(ConditioningMedia(p, f, s) for p, f, s in zip(paths, frames, strengths)),
+        input_media=a.input_media_path,
+        media_preprocess=not a.no_media_preprocess,
+        recipe=recipe_of(a),
+    )
+    request.validate()
+    return request
+
+
+def output_file(folder: Path, r: GenerationRequest) -> Path:
+    """The reference's naming: the prompt's letters, lowercased, first words totalling at most 30 letters."""
+    words = "".join(c.lower() for c in r.prompt if c.isalpha() or c.isspace()).split()
+    slug = "-".join(w for w, total in zip(words, accumulate(map(len, words))) if total <= 30)
+    kind, ext = ("image", ".png") if r.num_frames == 1 else ("video", ".mp4")
+    base = f"{kind}_output_0_{slug}_{r.seed}_{r.height}x{r.width}x{r.num_frames}"
+    if folder.exists() and not folder.is_dir():
+        raise RequestError(f"--output-path {folder}: is a file, not a folder", param="output")
+    for k in range(1000):
+        if not (path := folder / f"{base}_{k}{ext}").exists():
+            return path
+    raise RequestError(f"no free output file name {base}_<k>{ext} in {folder}", param="output")
+
+
+def progress(plan: Plan | None = None) -> ProgressCallback:
+    """One labelled bar per denoising pass, with its size (``denoise pass 1/2 (448x800)``), and one for the decode
+    (tqdm comes with huggingface_hub)."""
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+    sizes = [(p.width, p.height) for p in plan.passes] if plan is not None else []
+
+    def update(e: ProgressEvent) -> None:
+        if e.stage not in ("denoise", "decode"):
+            return
+        label = e.describe()
+        if e.stage == "denoise" and e.pass_index < len(sizes):
+            label += " ({}x{})".format(*sizes[e.pass_index])
+        if label not in bars:
+            unit = "step" if e.stage == "denoise" else "frame"
+            bars[label] = tqdm(total=e.total, unit=unit, desc=label, file=sys.stderr)
+        bar = bars[label]
+        if e.t is not None:
+            bar.set_postfix_str(f"t={e.t:.4f}")
+        bar.update(e.done - bar.n)
+        if e.done == e.total:
+            bar.close()
+
+    return update
+
+
+def render(pipe: Pipeline, request: GenerationRequest, out: Path, plan: Plan | None = None) -> None:
+    from ltxv.io.video import save_output
+
+    result = pipe.generate(request, callback=progress(plan))  # logs the memory estimate first, the compile time later
+    log.info("writing %s", out)
+    save_output(out, result.video, result.latents, fps=request.frame_rate)
+    print(f"wrote {out}")
+
+
+def cmd_generate(a: argparse.Namespace) -> None:
+    request = build_request(a)
+    out = Path(a.out) if a.out else output_file(Path(a.output_path or f"outputs/{date.today():%Y-%m-%d}"), request)
+    # The destination first (it needs no model), then the models' headers and the rest.
+    check_output(out, num_frames=a.num_frames, height=a.height, width=a.width, fps=a.frame_rate, overwrite=a.overwrite)
+    models = ModelChoice.from_args(a, request.recipe)
+    checked = models.preflight()
+    plan = checked.check(request, out, overwrite=a.overwrite)
+    h, w, f = request.height, request.width, request.num_frames
+    if plan.size != (h, w, f):
+        log.warning(
+            "Padded dimensions: %dx%dx%d (generated at this size, then cropped to %dx%dx%d)", *plan.size, h, w, f
+        )
+    render(models.load(checked), request, out, plan)
