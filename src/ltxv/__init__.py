@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["GenerationRequest", "LoadError", "Models", "load", "load_models"]
+__all__ = ["GenerationRequest", "LoadError", "LtxvError", "Models", "load", "load_models"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ltxv.errors import LtxvError
     from ltxv.pipelines.generate import load_pipeline as load
     from ltxv.pipelines.request import GenerationRequest
     from ltxv.weights.errors import LoadError
@@ -23,6 +24,7 @@ _LAZY = {
     "load_models": ("ltxv.weights.load", "load_models"),
     "Models": ("ltxv.weights.load", "Models"),
     "LoadError": ("ltxv.weights.errors", "LoadError"),
+    "LtxvError": ("ltxv.errors", "LtxvError"),
 }
 
 

@@ -17,6 +17,7 @@ from ltxv.cli.models import ModelChoice, quiet_transformers, recipe_of
 from ltxv.io.output import check_folder
 from ltxv.io.video import OutputError
 from ltxv.pipelines.request import ConditioningMedia, GenerationRequest
+from ltxv.runtime.devices import check_device
 
 DEMO_PROMPTS = ("A red kite drifts over green hills under a slowly moving sky", "The camera slowly pushes in")
 TINY_SIZE = (64, 96, 17)  # height, width, frames of the demo on the random tiny model
@@ -54,6 +55,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
     out_dir, tiny = Path(a.out_dir), a.checkpoint is None
     check_folder(out_dir)
+    check_device(a.device)  # before the tiny model is written
     h, w, f = TINY_SIZE if tiny else REAL_SIZE
     t2v = GenerationRequest(DEMO_PROMPTS[0], height=h, width=w, num_frames=f, seed=a.seed, recipe=recipe_of(a))
     t2v.validate()

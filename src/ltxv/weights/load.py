@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ltxv.config import CheckpointConfig, ConfigError, UpsamplerConfig, parse_metadata_config
+from ltxv.errors import LtxvError
 from ltxv.model.transformer import Transformer
 from ltxv.model.upsampler import LatentUpsampler
 from ltxv.model.vae import VideoVAE
@@ -212,7 +213,7 @@ def _stored_fp8(header: SafetensorsHeader, names: dict[str, str]) -> tuple[froze
 
 def _check_dtype(dtype: torch.dtype) -> None:
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {[str(d) for d in _DTYPES]}, got {dtype}")
+        raise LtxvError(f"dtype must be one of {[str(d) for d in _DTYPES]}, got {dtype!r}", param="dtype")
 
 
 def read_checkpoint_config(header: SafetensorsHeader) -> CheckpointConfig:
@@ -255,7 +256,7 @@ def _check_upsampler_fits(up: UpsamplerConfig, cfg: CheckpointConfig, path: Path
 
 def _check_quantize(quantize: str | None) -> None:
     if quantize is not None and quantize not in QUANTIZE_MODES:
-        raise ValueError(f"quantize must be None or one of {list(QUANTIZE_MODES)}, got {quantize!r}")
+        raise LtxvError(f"quantize must be None or one of {list(QUANTIZE_MODES)}, got {quantize!r}", param="quantize")
 
 
 def _transformer_builder(
@@ -287,6 +288,13 @@ def _meta_module(
     return model.requires_grad_(False).eval()
 
 
+def _resolve(checkpoint: str | Path, upsampler: str | Path | None) -> tuple[Path, Path | None]:
+    """Local paths as they are; the names of released files from the Hugging Face cache (or downloaded)."""
+    from ltxv.weights.hub import resolve
+
+    return resolve(checkpoint, "checkpoint"), None if upsampler is None else resolve(upsampler, "upsampler")
+
+
 def plan_models(
     checkpoint: str | Path,
     upsampler: str | Path | None = None,
@@ -300,6 +308,7 @@ def plan_models(
     Raises the :class:`LoadError` the load would raise for any problem the headers show."""
     _check_dtype(dtype)
     _check_quantize(quantize)
+    checkpoint, upsampler = _resolve(checkpoint, upsampler)
     header = read_header(checkpoint)
     cfg = read_checkpoint_config(header)
     t_names, v_names = _split_single_file(header)
@@ -345,22 +354,24 @@ def load_models(
     quantize: str | None = None,
     lazy_vae_encoder: bool = False,
 ) -> Models:
-    """Load the transformer and VAE of an official single-file checkpoint, and optionally the latent upsampler.
+    """Load the transformer and VAE of an official single-file checkpoint, and optionally the latent upsampler
+    (paths, or the names of released files: resolved as :func:`ltxv.weights.hub.resolve` does).
 
-    ``dtype`` is the compute dtype every floating-point weight is cast to (float32, bfloat16 or float16), fp8 weights
-    excepted. The returned upsampler takes and returns *normalised* latents (it carries the VAE's per-channel
-    statistics), as the multi-scale pipeline uses it.
+        ``dtype`` is the compute dtype every floating-point weight is cast to (float32, bfloat16 or float16), fp8 weights
+        excepted. The returned upsampler takes and returns *normalised* latents (it carries the VAE's per-channel
+        statistics), as the multi-scale pipeline uses it.
 
-    ``quantize="fp8"`` quantises the transformer blocks' attention and feed-forward weights of a bf16/fp32 checkpoint
-    to float8_e4m3fn with a per-tensor scale as they are read. A checkpoint that stores them in fp8 already (the
-    ``-fp8`` files) is loaded as stored, fp8 weights kept, whatever ``quantize`` says; ``None`` means "as stored".
+        ``quantize="fp8"`` quantises the transformer blocks' attention and feed-forward weights of a bf16/fp32 checkpoint
+        to float8_e4m3fn with a per-tensor scale as they are read. A checkpoint that stores them in fp8 already (the
+        ``-fp8`` files) is loaded as stored, fp8 weights kept, whatever ``quantize`` says; ``None`` means "as stored".
 
-    ``lazy_vae_encoder``: the VAE encoder's weights (0.69 B parameters in the released VAE, 1.4 GB in bf16) are
-    checked now but read from the file only when something is first encoded (image or video conditioning), onto the
-    VAE's device at that moment: text-to-video never holds them. The file must still be there then.
+        ``lazy_vae_encoder``: the VAE encoder's weights (0.69 B parameters in the released VAE, 1.4 GB in bf16) are
+        checked now but read from the file only when something is first encoded (image or video conditioning), onto the
+        VAE's device at that moment: text-to-video never holds them. The file must still be there then.
     """
     _check_dtype(dtype)
     _check_quantize(quantize)
+    checkpoint, upsampler = _resolve(checkpoint, upsampler)
     header = read_header(checkpoint)
     cfg = read_checkpoint_config(header)
     t_names, v_names = _split_single_file(header)

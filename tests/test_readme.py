@@ -1,0 +1,100 @@
+"""The README's code blocks, run as a reader would run them, on the tiny model: a Hugging Face cache holding the tiny
+kit under the released names (``ltxv.testing.hub``) stands in for the downloads, so every name resolves through the
+real lookup, offline. A few values are swapped for ones a 2-core CPU runs in seconds (:data:`SUBSTITUTIONS`); each
+must still be found in the README, so the test breaks when the README changes under it."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ltxv import cli
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+# (block language, README text, what the test runs instead)
+SUBSTITUTIONS = (
+    ("python", 'device="cuda"', 'device="cpu"'),
+    ("python", "compile=True", "compile=False"),  # torch.compile takes minutes on two cores; tested elsewhere
+    ("python", "height=480, width=704, num_frames=97", "height=64, width=96, num_frames=9"),
+    ("bash", "--height 480 --width 704 --num-frames 97", "--height 64 --width 96 --num-frames 9"),
+)
+SKIPPED = ("pip install", "bash scripts/test.sh")  # installing, and this very suite
+
+
+def blocks(lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+
+
+def substituted(lang: str, code: str, used: set[int]) -> str:
+    for i, (kind, old, new) in enumerate(SUBSTITUTIONS):
+        if kind == lang and old in code:
+            code, _ = code.replace(old, new), used.add(i)
+    return code
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ltxv.testing.checkpoints import write_tiny_kit
+    from ltxv.testing.hub import write_hub_cache
+
+    root = tmp_path_factory.mktemp("hub")
+    return write_hub_cache(root / "hf-cache", write_tiny_kit(root / "kit"))
+
+
+@pytest.fixture
+def offline_hub(hub_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import huggingface_hub.constants
+
+    cache = hub_cache
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+def _read_mp4(path: Path) -> tuple[int, int, int]:
+    import av
+
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+        return len(frames), frames[0].height, frames[0].width
+
+
+def test_readme_python_blocks_run(offline_hub: Path) -> None:
+    used: set[int] = set()
+    namespace: dict[str, Any] = {}
+    code = blocks("python")
+    assert len(code) >= 3
+    for block in code:  # one namespace, in order, as a reader pastes them
+        exec(compile(substituted("python", block, used), str(README), "exec"), namespace)
+    assert namespace["video"].shape == (9, 64, 96, 3) and float(namespace["video"].min()) >= 0  # the last request
+    assert namespace["z2"].shape[-2:] == tuple(2 * s for s in namespace["z"].shape[-2:])
+    assert {i for i, s in enumerate(SUBSTITUTIONS) if s[0] == "python"} <= used, "a substitution no longer applies"
+
+
+def test_readme_commands_run(offline_hub: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    used: set[int] = set()
+    ran = []
+    for block in blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            for command in (c.strip() for c in line.split("&&")):
+                if not command or command.startswith(SKIPPED):
+                    continue
+                argv = shlex.split(substituted("bash", command, used))
+                assert argv[0] == "ltxv", command
+                assert cli.main(argv[1:]) == 0, (command, capsys.readouterr().err)
+                ran.append(argv[1])
+    assert ran == ["demo", "generate"]
+    assert {i for i, s in enumerate(SUBSTITUTIONS) if s[0] == "bash"} <= used, "a substitution no longer applies"
+    for name in ("t2v", "i2v"):  # ltxv demo: the tiny model's two clips
+        assert _read_mp4(offline_hub / "ltxv-demo" / f"{name}.mp4") == (17, 64, 96)
+    assert _read_mp4(offline_hub / "fox.mp4") == (9, 64, 96)
+    err = capsys.readouterr().err
+    assert "denoise pass 1/2" in err and "denoise pass 2/2" in err  # labelled bars
+    assert "Loading weights" not in err and "LOAD REPORT" not in err  # transformers' own noise, silenced
