@@ -51,7 +51,7 @@ def test_forward_in_parts_is_the_forward(stg: bool) -> None:
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory: pytest.TempPathFactory):
     kit = write_tiny_kit(tmp_path_factory.mktemp("tiny"), seed=0)
-    return load_pipeline(kit.checkpoint, upsampler=kit.upsampler, text_encoder=kit.text_encoder)
+    return load_pipeline(kit.checkpoint, upsampler=kit.upsampler, text_encoder=kit.text_encoder, dtype=torch.float32)
 
 
 def _request(**kw: object) -> GenerationRequest:
