@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from bad_inputs import CASES, DOORS, Bad, Env, assert_refused, write_files
+from bad_input_table import CASES, write_files
+from bad_inputs import DOORS, Bad, Env, assert_refused
 
 from ltxv.pipelines.preflight import Limits, Preflight
 

@@ -101,7 +101,6 @@ def render(pipe: Pipeline, request: GenerationRequest, out: Path, plan: Plan | N
     from ltxv.io.video import save_output
 
     result = pipe.generate(request, callback=progress(plan))  # logs the memory estimate first, the compile time later
-    log.info("writing %s", out)
     save_output(out, result.video, result.latents, fps=request.frame_rate)
     print(f"wrote {out}")
 
