@@ -104,8 +104,8 @@ def _measure(kit: Any, tmp_path: Path, frames: int, conditioning: tuple = ()) ->
 def test_memory_estimate_is_within_25_percent_of_the_measured_peak(kit: Any, tmp_path: Path, frames: int) -> None:
     """The demo's size (64x96x17) up to 100x its frames, default preset, float32 on the CPU: the weights held plus
     the peak of what the run allocates (the profiler's count of every tensor), against the estimate. Measured here
-    (ratio estimate / measured): 0.90 at 17 frames, 0.90 at 170, 0.97 at 1700; the decode's float32 result
-    dominates from 170 frames on."""
+    (ratio estimate / measured): 0.99 at 17 frames, 0.90 at 170, 0.97 at 1700 (1.04 at 17 with an image to
+    encode); the decode's float32 result dominates from 170 frames on."""
     estimate, measured = _measure(kit, tmp_path, frames)
     assert 0.75 <= estimate / measured <= 1.25, (frames, estimate / 2**20, measured / 2**20)
 
