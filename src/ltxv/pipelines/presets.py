@@ -17,7 +17,8 @@ from typing import Any
 import torch
 import yaml
 
-from ltxv.pipelines.request import STG_ALIASES, PassSettings, Recipe, RequestError
+from ltxv.pipelines.loras import parse_lora_entry
+from ltxv.pipelines.request import STG_ALIASES, Lora, PassSettings, Recipe, RequestError
 from ltxv.runtime import capability
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ SAMPLERS = {"from_checkpoint": "from_checkpoint", "uniform": "uniform", "linear-
 SAMPLERS |= {"linear_quadratic": "linear-quadratic", "linearquadratic": "linear-quadratic"}
 
 _PASS_KEYS = {f.name for f in fields(PassSettings)}
+# Pass keys ltxv adds to the reference's config format (the reference has no LoRA support).
+LTXV_PASS_KEYS = {"loras"}
 # Read by the reference but without effect here: prompt enhancement is not implemented.
 _IGNORED_KEYS = {"prompt_enhancer_image_caption_model_name_or_path", "prompt_enhancer_llm_model_name_or_path"}
 _TOP_KEYS = {
@@ -84,6 +87,15 @@ def _scale(key: str, v: object) -> float | tuple[float, ...]:
     return _numbers(key, v) if isinstance(v, list | tuple) else _number(key, v)  # type: ignore[return-value]
 
 
+def _loras(key: str, v: object) -> tuple[Lora, ...] | None:
+    """A pass's LoRA set: a list of ``{path: ..., scale: ...}`` mappings or ``PATH[:SCALE]`` strings."""
+    if v is None:
+        return None
+    if not isinstance(v, list | tuple):
+        raise RequestError(f"{key}: expected a list of LoRAs, got {v!r}")
+    return tuple(parse_lora_entry(f"{key}[{i}]", e) for i, e in enumerate(v))
+
+
 def _blocks(key: str, v: object) -> tuple[int, ...] | tuple[tuple[int, ...], ...] | None:
     """One block list for every step, or one per ``guidance_timesteps`` entry (the reference tells them apart by
     whether the first element is a list)."""
@@ -111,6 +123,7 @@ _PASS_PARSERS: dict[str, Callable[[str, object], object]] = {
     "cfg_star_rescale": _bool,
     "tone_map_compression_ratio": _number,
     "stochastic_sampling": _bool,
+    "loras": _loras,
 }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ltxv.conditioning.state import EncodedItem, build_state
+from ltxv.conditioning.state import ControlItem, EncodedItem, build_state
 from ltxv.config import SchedulerConfig
 from ltxv.model.patchify import unpatchify
 from ltxv.model.vae import VideoVAE
@@ -36,11 +36,21 @@ class Streams:
 
 
 @dataclass(frozen=True)
+class PassControl:
+    """An IC-LoRA control video and the passes (0-based) it conditions."""
+
+    media: torch.Tensor | None  # (1, 3, F, H, W) in [-1, 1], F the video's frames; None: the pass's starting latents
+    strength: float = 1.0
+    passes: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
 class PassMedia:
     """Pixel media for one pass, all (1, 3, F, H, W) in [-1, 1], resized to the pass size when used."""
 
     conditioning: tuple[tuple[torch.Tensor, int, float], ...] = ()  # (media, frame, strength)
     source: torch.Tensor | None = None  # video-to-video input
+    control: tuple[PassControl, ...] = ()  # each used by the passes it names
 
 
 def encode_text(encoder: TextEncoder, prompt: str, negative_prompt: str) -> TextContext:
@@ -123,7 +133,7 @@ def run_pass(
         if tuple(init_latents.shape) != (1, c, f, h, w):
             raise RequestError(f"initial latents are {tuple(init_latents.shape)}, expected {(1, c, f, h, w)}")
         latents = t0 * latents + (1 - t0) * init_latents.to(dtype)
-    items = [
+    items: list[EncodedItem | ControlItem] = [
         EncodedItem(
             vae.encode(resize_frames(m, plan.height, plan.width).to(vae_dtype(vae)), generator=streams.aux),
             frame,
@@ -131,6 +141,9 @@ def run_pass(
         )
         for m, frame, strength in media.conditioning
     ]
+    for c in media.control:
+        if plan.pass_index in c.passes:
+            items.append(ControlItem(control_latents(vae, c, plan, init_latents), c.strength))
     causal_fix = models[0][1].cfg.causal_temporal_positioning
     state = build_state(latents, items, generator=streams.noise, causal_fix=causal_fix)
     steps = [float(t) for t in plan.timesteps.tolist()]
@@ -146,7 +159,7 @@ def run_pass(
     )
 
     def on_step(i: int, t: float, x: torch.Tensor, x0: torch.Tensor) -> None:
-        video = slice(state.num_prefix, None)
+        video = state.video
         progress(  # type: ignore[misc]
             ProgressEvent(
                 "denoise",
@@ -168,12 +181,25 @@ def run_pass(
         strength=state.strength,
         clean=state.clean,
         image_cond_noise_scale=plan.image_cond_noise_scale,
+        keep_clean=state.keep_clean,
         stochastic=plan.settings.stochastic_sampling,
         noise=streams.noise,
         aux=streams.aux,
         on_step=on_step if progress is not None else None,
     )
-    return unpatchify(tokens[:, state.num_prefix :], f, h, w)
+    return unpatchify(tokens[:, state.video], f, h, w)
+
+
+def control_latents(
+    vae: VideoVAE, control: PassControl, plan: PassPlan, init_latents: torch.Tensor | None
+) -> torch.Tensor:
+    """A control video's latents at the pass's size: the posterior mean of its frames resized to the pass (no
+    sampling: a reference has no business being noisy), or the pass's starting latents (a detailer pass)."""
+    if control.media is None:
+        if init_latents is None:
+            raise RequestError(f"pass {plan.pass_index + 1} starts from noise, so it has no latents to guide it with")
+        return init_latents
+    return vae.encode(resize_frames(control.media, plan.height, plan.width).to(vae_dtype(vae)))
 
 
 def vae_dtype(vae: VideoVAE) -> torch.dtype:

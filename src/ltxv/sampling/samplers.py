@@ -27,6 +27,7 @@ def sample_rectified_flow(
     strength: torch.Tensor | None = None,
     clean: torch.Tensor | None = None,
     image_cond_noise_scale: float = 0.0,
+    keep_clean: torch.Tensor | None = None,
     stochastic: bool = False,
     noise: torch.Generator | None = None,
     aux: torch.Generator | None = None,
@@ -38,19 +39,23 @@ def sample_rectified_flow(
 
     latents (B, N, C); timesteps (S,) float32 descending; ``strength`` (B, N) conditioning strengths (None: nothing
     conditions the pass) with ``clean`` (B, N, C), the state hard-conditioned tokens are reset to before each step,
-    plus ``image_cond_noise_scale * eps * t^2`` drawn from ``noise`` (the reference's ``generator``). ``aux`` stands in
-    for the reference's global RNG (stochastic sampling's noise). Returns the final latents (B, N, C)."""
+    plus ``image_cond_noise_scale * eps * t^2`` drawn from ``noise`` (the reference's ``generator``), except the
+    ``keep_clean`` (B, N) ones (IC-LoRA control tokens), which stay exactly clean. ``aux`` stands in for the
+    reference's global RNG (stochastic sampling's noise). Returns the final latents (B, N, C)."""
     b = latents.shape[0]
     steps = [float(t) for t in timesteps.tolist()]  # the host's copy, read once per pass
     # The schedule on the latents' device once, so the loop copies nothing between host and device.
     timesteps = timesteps.to(device=latents.device, dtype=torch.float32)
     grid = torch.cat([timesteps, timesteps.new_zeros(1)])
     hard = None if strength is None else (strength > 1.0 - 1e-6).unsqueeze(-1)
+    noised = hard if hard is None or keep_clean is None else hard & ~keep_clean.unsqueeze(-1)
+    if noised is not None and keep_clean is not None and not bool(noised.any()):  # one host read per pass
+        noised = None  # only control tokens are hard: nothing to noise, no draws
     for i, t in enumerate(steps):
         t_ = timesteps[i]  # 0-d float32, so the arithmetic below rounds as the reference's does
-        if hard is not None and image_cond_noise_scale > 0.0:
+        if noised is not None and image_cond_noise_scale > 0.0:
             eps = torch.randn(latents.shape, generator=noise, dtype=latents.dtype, device=latents.device)
-            latents = torch.where(hard, clean + image_cond_noise_scale * eps * (t_**2), latents)
+            latents = torch.where(noised, clean + image_cond_noise_scale * eps * (t_**2), latents)
         t_tok = token_timesteps(t_.reshape(1, 1).expand(b, 1), strength)  # (B, 1) or (B, N)
         v = velocity(i, latents, t_tok)
         t_step = t_tok[:1]  # the reference steps every element with element 0's timesteps
