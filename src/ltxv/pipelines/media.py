@@ -6,7 +6,12 @@ size. A tensor must be a float (3, F, H, W) or (3, H, W), finite and in [-1, 1];
 
 :func:`plan_media` makes every check the loading relies on from the files' probes (kind, frame count, size) and the
 tensors' shapes, so a request's media are known to fit before any model is loaded; :func:`load_request_media` then
-loads what the plan says."""
+loads what the plan says.
+
+IC-LoRA control videos (:class:`ControlVideo`) are read like the video-to-video source: centre-cropped to the target
+aspect and resized to the requested size (no blur or CRF round trip: they are references, not frames to imitate),
+frame for frame (no frame-rate conversion), trimmed to the generated frame count (a warning) or refused when shorter,
+optionally turned into Canny edges, then padded with black (no edge, no depth, no pose) like the output."""
 
 from __future__ import annotations
 
@@ -20,8 +25,8 @@ import torch.nn.functional as F
 from ltxv.io.media import check_crop, load_media
 from ltxv.io.probe import probe_media
 from ltxv.io.video import MediaError
-from ltxv.pipelines.request import GenerationRequest, Media, RequestError
-from ltxv.pipelines.stages import PassMedia
+from ltxv.pipelines.request import ConditioningMedia, ControlVideo, GenerationRequest, Media, RequestError
+from ltxv.pipelines.stages import PassControl, PassMedia
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +72,18 @@ def check_media_tensor(media: torch.Tensor, what: str, param: str) -> int:
 class MediaPlan:
     """The frames each medium contributes, as the loading will take them."""
 
-    conditioning: tuple[tuple[int, int], ...] = ()  # (frames it has, frames taken after trimming) per item
+    conditioning: tuple[tuple[int, int], ...] = ()  # (frames it has, frames taken after trimming) per media item
     source: int | None = None  # frames of the video-to-video source taken (the padded frame count), None without one
+    control: tuple[int | None, ...] = ()  # frames each control video has (None: a pass's own latents)
+
+
+def media_items(request: GenerationRequest) -> list[tuple[int, ConditioningMedia]]:
+    """The request's conditioning media (not its control videos), with their indices in ``request.conditioning``."""
+    return [(i, c) for i, c in enumerate(request.conditioning) if isinstance(c, ConditioningMedia)]
+
+
+def control_items(request: GenerationRequest) -> list[tuple[int, ControlVideo]]:
+    return [(i, c) for i, c in enumerate(request.conditioning) if isinstance(c, ControlVideo)]
 
 
 def _frames_of(media: Media, request: GenerationRequest, what: str, param: str, *, just_crop: bool) -> int:
@@ -87,7 +102,7 @@ def plan_media(request: GenerationRequest, height: int, width: int, num_frames: 
     """Check the request's media against the padded size ``height`` x ``width`` x ``num_frames`` (files probed, not
     loaded); raise :class:`RequestError` naming the item and the problem."""
     items = []
-    for i, c in enumerate(request.conditioning):
+    for i, c in media_items(request):
         what, param = f"conditioning item {i}", f"conditioning[{i}].media"
         length = _frames_of(c.media, request, what, param, just_crop=True)
         n = trimmed_length(c.frame, length, request.num_frames)
@@ -108,7 +123,21 @@ def plan_media(request: GenerationRequest, height: int, width: int, num_frames: 
                 param="input_media",
             )
         source = num_frames
-    return MediaPlan(conditioning=tuple(items), source=source)
+    controls: list[int | None] = []
+    for i, c in control_items(request):
+        what, param = f"control video (conditioning item {i})", f"conditioning[{i}].media"
+        if c.media is None:
+            controls.append(None)
+            continue
+        length = _frames_of(c.media, request, what, param, just_crop=False)
+        if length < num_frames:
+            raise RequestError(
+                f"{what}: {length} frame(s), but {num_frames} are generated; give a control video at least as long, or "
+                f"ask for {(length - 1) // 8 * 8 + 1} frames or fewer",
+                param=param,
+            )
+        controls.append(length)
+    return MediaPlan(conditioning=tuple(items), source=source, control=tuple(controls))
 
 
 def _load(
@@ -136,7 +165,7 @@ def load_request_media(
     plan = plan or plan_media(request, height, width, num_frames)
     padding = padding_for(request.height, request.width, height, width)
     items = []
-    for i, (c, (length, n)) in enumerate(zip(request.conditioning, plan.conditioning)):
+    for (i, c), (length, n) in zip(media_items(request), plan.conditioning):
         if n < length:
             log.warning(
                 "conditioning item %d: trimming the conditioning video from %d to %d frames to fit", i, length, n
@@ -155,4 +184,34 @@ def load_request_media(
                 f"the input video has {source.shape[2]} frames but {num_frames} are generated", param="input_media"
             )
         source = source[:, :, :num_frames]
-    return PassMedia(conditioning=tuple(items), source=source)
+    controls = [
+        _load_control(i, c, length, request, num_frames, padding)
+        for (i, c), length in zip(control_items(request), plan.control)
+    ]
+    return PassMedia(conditioning=tuple(items), source=source, control=tuple(controls))
+
+
+def _load_control(
+    i: int, c: ControlVideo, length: int | None, request: GenerationRequest, num_frames: int, padding: tuple[int, ...]
+) -> PassControl:
+    if c.media is None or length is None:
+        return PassControl(None, c.strength, tuple(c.passes))
+    if length > num_frames:
+        log.warning(
+            "control video %d: using the first %d of its %d frames (the generated length)", i, num_frames, length
+        )
+    if isinstance(c.media, torch.Tensor):
+        video = _load(c.media, request, num_frames, padding, just_crop=False)
+    else:
+        video = load_media(Path(c.media), request.height, request.width, num_frames, preprocess=False)
+    if video.shape[2] != num_frames:  # the file changed since it was probed
+        raise RequestError(
+            f"control video {i}: expected {num_frames} frames, read {video.shape[2]}", param=f"conditioning[{i}].media"
+        )
+    if c.preprocess == "canny":
+        from ltxv.conditioning.control import canny
+
+        video = canny(video)
+    if not isinstance(c.media, torch.Tensor):
+        video = F.pad(video, padding, value=-1.0)
+    return PassControl(video, c.strength, tuple(c.passes))

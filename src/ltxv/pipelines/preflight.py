@@ -12,6 +12,8 @@ milliseconds plus the media probes:
   ``denoise_strength`` below every step, a timestep the checkpoint does not allow, STG blocks past the transformer's
   layers (only where STG is active at that step: the released 2B distilled recipe lists an inert block 42), a
   multi-scale recipe without an upsampler or a first pass too small for the upsampler are refused;
+* reads the headers of every LoRA a pass names and checks them against the transformer (``ltxv.lora``: keys, shapes,
+  layouts), so a bad LoRA is the request's error, named by its field;
 * checks the output destination (``ltxv.io.output``) when one is given;
 * compares the memory estimate (``ltxv.runtime.estimate``) with what the device has (or ``max_memory``), naming the
   residency mode that would fit when another would.
@@ -32,7 +34,7 @@ from ltxv.config import CheckpointConfig, SchedulerConfig
 from ltxv.io.output import check_output
 from ltxv.pipelines import stages
 from ltxv.pipelines.denoise import per_step_guidance
-from ltxv.pipelines.media import MediaPlan, plan_media
+from ltxv.pipelines.media import MediaPlan, control_items, media_items, plan_media
 from ltxv.pipelines.request import GenerationRequest, RequestError, as_request, padded_size
 from ltxv.runtime.devices import available_memory, check_device
 from ltxv.runtime.estimate import MemoryEstimate, ModelSizes, PassShape, estimate
@@ -151,6 +153,7 @@ class Preflight:
         self.device = check_device(device)
         self.residency = residency
         self.max_memory, self.held, self.limits = max_memory, held, limits or Limits()
+        self._linears: dict[str, tuple[int, int]] | None = None  # the transformer's linears, for LoRA checks
         self.files: dict[str, Path | None] = {}  # the resolved model files (from_files)
         self.dtype: torch.dtype | None = None  # the compute dtype the files are checked for (from_files)
         self.quantize: str | None = None  # and the quantisation
@@ -248,6 +251,7 @@ class Preflight:
             ts = pass_timesteps(cfg, request, i, h, w, i == 0 and media.source is not None)
             passes.append(PassSchedule(h, w, tuple(ts.tolist())))
         self._check_stg(request, passes)
+        self.check_loras(request)
         if len(passes) == 2:
             self._check_upsampler_input(request, passes[0], frames)
         memory = self._estimate(request, passes, media, frames, mode or self._mode())
@@ -308,6 +312,27 @@ class Preflight:
                         code="model",
                     )
 
+    def check_loras(self, request: GenerationRequest) -> None:
+        """Every LoRA a pass of the request names, checked from its header against the transformer (the pipeline's own
+        set, ``loras=None``, was checked when it was set)."""
+        for i, settings in enumerate(request.recipe.passes):
+            for j, lora in enumerate(settings.loras or ()):
+                self.check_lora(lora.path, f"recipe.{('first', 'second')[i]}_pass.loras[{j}]")
+
+    def check_lora(self, path: str | Path, param: str | None = None) -> None:
+        """A LoRA file's keys, shapes and layout against the transformer, from its header (no factors read); a
+        :class:`RequestError` naming the file, the key and ``param``."""
+        from ltxv.lora import LoraError, linear_shapes, read_lora
+        from ltxv.model.transformer import Transformer
+
+        if self._linears is None:
+            with torch.device("meta"):
+                self._linears = linear_shapes(Transformer(self.config.transformer))
+        try:
+            read_lora(path, self._linears, load=False)
+        except LoraError as e:
+            raise RequestError(str(e), param=param, code="model") from None
+
     def _check_upsampler_input(self, request: GenerationRequest, first: PassSchedule, frames: int) -> None:
         """GroupNorm needs more than one value per group: the first pass's latent grid, times the upsampler's channels
         per group, must hold at least two (a 1 x 1 x 1 grid does not, with 32 channels in 32 groups)."""
@@ -327,21 +352,26 @@ class Preflight:
     ) -> MemoryEstimate:
         s = self.config.vae.spatial_compression
         shapes = []
+        items = [c for _, c in media_items(request)]
+        controls = [c for _, c in control_items(request)]
         for i, p in enumerate(passes):
             guidance = per_step_guidance(request.recipe.passes[i], list(p.timesteps))
-            # Appended tokens: one latent frame per later keyframe, the two prefix latent frames per later video.
-            appended = sum(
-                (1 if n == 1 else 2) for (_, n), c in zip(media.conditioning, request.conditioning) if c.frame > 0
-            )
+            # Appended tokens: one latent frame per later keyframe, the two prefix latent frames per later video, the
+            # whole video per IC-LoRA control of the pass.
+            appended = sum((1 if n == 1 else 2) for (_, n), c in zip(media.conditioning, items) if c.frame > 0)
+            pass_controls = [c for c in controls if i in c.passes]
+            appended += len(pass_controls) * ((frames - 1) // self.config.vae.temporal_compression + 1)
             from_source = i == 0 and media.source is not None
             shapes.append(
                 PassShape(
                     height=p.height,
                     width=p.width,
                     branches=max(len(active_branches(g.cfg, g.stg)) for g in guidance),
-                    per_token_timesteps=bool(media.conditioning),
+                    per_token_timesteps=bool(media.conditioning or pass_controls),
                     appended_tokens=appended * (p.height // s) * (p.width // s),
-                    encode_frames=tuple(n for _, n in media.conditioning) + ((frames,) if from_source else ()),
+                    encode_frames=tuple(n for _, n in media.conditioning)
+                    + ((frames,) if from_source else ())
+                    + tuple(frames for c in pass_controls if c.media is not None),
                 )
             )
         output = (request.num_frames, request.height, request.width)

@@ -82,6 +82,20 @@ def _bool(v: object, param: str) -> None:
 
 
 @dataclass(frozen=True)
+class Lora:
+    """A LoRA file (safetensors, any key style ``ltxv.lora`` reads) and its scale: every linear it names becomes
+    ``W + scale * (alpha / rank) * B @ A`` (merged into the weights; several LoRAs add up)."""
+
+    path: str | Path
+    scale: float = 1.0
+
+    def validate(self, param: str) -> None:
+        if not isinstance(self.path, str | Path) or not str(self.path).strip():
+            raise RequestError(f"{param}.path must be a file path, got {_got(self.path)}", param=f"{param}.path")
+        _real(self.scale, f"{param}.scale", -math.inf, math.inf, "a finite number")
+
+
+@dataclass(frozen=True)
 class PassSettings:
     """Sampling and guidance for one denoising pass (the keys of a reference ``first_pass:``/``second_pass:`` block,
     or of a base pipeline config).
@@ -103,6 +117,8 @@ class PassSettings:
     cfg_star_rescale: bool = False
     tone_map_compression_ratio: float = 0.0
     stochastic_sampling: bool = False
+    # The pass's complete LoRA set (() = none); None: the pipeline's own set (``load(loras=)``, ``set_loras``).
+    loras: tuple[Lora, ...] | None = None
 
     def validate(self, where: str = "recipe.first_pass") -> None:
         """``where``: the field path in messages (``recipe.second_pass`` for the second pass)."""
@@ -151,6 +167,17 @@ class PassSettings:
         for k, v in lists.items():
             if gt is not None and len(v) != len(gt):
                 raise RequestError(f"{p}{k} has {len(v)} entries but guidance_timesteps has {len(gt)}", param=p + k)
+        if self.loras is not None:
+            if not isinstance(self.loras, tuple | list):
+                raise RequestError(
+                    f"{p}loras must be a tuple of Lora or None, got {_got(self.loras)}", param=p + "loras"
+                )
+            for i, lora in enumerate(self.loras):
+                if not isinstance(lora, Lora):
+                    raise RequestError(
+                        f"{p}loras[{i}] must be a Lora(path, scale), got {_got(lora)}", param=f"{p}loras[{i}]"
+                    )
+                lora.validate(f"{p}loras[{i}]")
 
 
 def default_recipe() -> Recipe:
@@ -229,6 +256,12 @@ class Recipe:
     def passes(self) -> tuple[PassSettings, ...]:
         return (self.first_pass,) if self.pipeline_type == "base" else (self.first_pass, self.second_pass)  # type: ignore[return-value]
 
+    def with_loras(self, loras: Sequence[Lora] | None) -> Recipe:
+        """The recipe with ``loras`` as every pass's LoRA set (None: the pipeline's own set)."""
+        chosen = None if loras is None else tuple(loras)
+        second = None if self.second_pass is None else replace(self.second_pass, loras=chosen)
+        return replace(self, first_pass=replace(self.first_pass, loras=chosen), second_pass=second)
+
 
 Media = str | Path | torch.Tensor  # a path, or a (3, F, H, W) / (3, H, W) float tensor in [-1, 1]
 
@@ -258,6 +291,54 @@ def _media(v: object, param: str) -> None:
         )
 
 
+CONTROL_PREPROCESSORS = ("canny",)
+
+
+@dataclass(frozen=True)
+class ControlVideo:
+    """An IC-LoRA control (reference) video: depth, pose, canny edges, or a video to refine (detailer).
+
+    Encoded (posterior mean) at each of its passes' size and the video's frame count, its clean latents enter that
+    pass as extra tokens at the video tokens' positions, at timestep 0 (``strength`` 1; below 1 they start at noise
+    level ``1 - strength`` like other appended items), never change, and are cut off before decoding. A path is
+    centre-cropped to the requested aspect and resized to the requested size (then to each pass's size); a longer
+    video is trimmed to the video's frame count, a shorter one is refused. ``preprocess="canny"`` turns an ordinary
+    video into the edge video the canny IC-LoRA reads (OpenCV, the Trainer's thresholds). ``passes``: the 0-based
+    passes it conditions (default the first, as the official control workflow). ``media=None`` is the pass's own
+    starting latents (a detailer pass: the upsampled first pass, or a video-to-video source)."""
+
+    media: Media | None
+    strength: float = 1.0
+    passes: tuple[int, ...] = (0,)
+    preprocess: str | None = None
+
+    def validate(self, p: str, request: GenerationRequest) -> None:
+        """``p``: the field path in messages (``conditioning[1]``)."""
+        if self.media is not None:
+            _media(self.media, f"{p}.media")
+        _real(self.strength, f"{p}.strength", 0.0, 1.0, "a number in (0, 1]", open_low=True)
+        n = len(request.recipe.passes)
+        passes = self.passes
+        if not isinstance(passes, tuple | list) or not passes or not all(_is_int(i) and 0 <= i < n for i in passes):
+            raise RequestError(
+                f"{p}.passes must name passes of the recipe (0..{n - 1}), got {_got(passes)}", param=f"{p}.passes"
+            )
+        if self.preprocess is not None and self.preprocess not in CONTROL_PREPROCESSORS:
+            raise RequestError(
+                f"{p}.preprocess must be None or one of {list(CONTROL_PREPROCESSORS)}, got {_got(self.preprocess)}",
+                param=f"{p}.preprocess",
+            )
+        if self.media is None:
+            if self.preprocess is not None:
+                raise RequestError(f"{p}: a pass's own latents cannot be preprocessed", param=f"{p}.preprocess")
+            if 0 in passes and request.input_media is None:
+                raise RequestError(
+                    f"{p}: media=None guides a pass with its own starting latents, but pass 0 starts from noise "
+                    "(give input_media, or guide the second pass of a multi-scale recipe)",
+                    param=f"{p}.passes",
+                )
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
@@ -267,7 +348,7 @@ class GenerationRequest:
     num_frames: int = 121
     frame_rate: float = 30.0
     seed: int = 171198
-    conditioning: tuple[ConditioningMedia, ...] = ()
+    conditioning: tuple[ConditioningMedia | ControlVideo, ...] = ()  # ControlVideo: IC-LoRA control
     input_media: Media | None = None  # video-to-video source
     denoise_strength: float | None = None  # V2V: start denoising at this noise level (None: the recipe's schedule)
     image_cond_noise_scale: float = 0.15
@@ -293,13 +374,18 @@ class GenerationRequest:
         _bool(self.media_preprocess, "media_preprocess")
         if not isinstance(self.conditioning, tuple | list):
             raise RequestError(
-                f"conditioning must be a tuple of ConditioningMedia, got {_got(self.conditioning)}",
+                f"conditioning must be a tuple of ConditioningMedia (or ControlVideo), got {_got(self.conditioning)}",
                 param="conditioning",
             )
         for i, c in enumerate(self.conditioning):
             p = f"conditioning[{i}]"
+            if isinstance(c, ControlVideo):
+                continue  # checked once the recipe is (its passes index the recipe's)
             if not isinstance(c, ConditioningMedia):
-                raise RequestError(f"{p} must be a ConditioningMedia(media, frame, strength), got {_got(c)}", param=p)
+                raise RequestError(
+                    f"{p} must be a ConditioningMedia(media, frame, strength) or a ControlVideo(media), got {_got(c)}",
+                    param=p,
+                )
             _media(c.media, f"{p}.media")
             _int(c.frame, f"{p}.frame", what="an integer")
             if not 0 <= c.frame < self.num_frames:
@@ -320,6 +406,9 @@ class GenerationRequest:
                 f"recipe must be a Recipe (e.g. presets.get_preset(name)), got {_got(self.recipe)}", param="recipe"
             )
         self.recipe.validate()
+        for i, c in enumerate(self.conditioning):
+            if isinstance(c, ControlVideo):
+                c.validate(f"conditioning[{i}]", self)
 
     def with_recipe(self, recipe: Recipe) -> GenerationRequest:
         return replace(self, recipe=recipe)
