@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from bad_inputs import Bad, Env
 
-from ltxv.pipelines.request import ConditioningMedia
+from ltxv.pipelines.request import ConditioningMedia, ControlVideo
 
 
 def write_files(root: Path, kit: Any) -> dict[str, Path]:
@@ -95,6 +95,23 @@ def write_files(root: Path, kit: Any) -> dict[str, Path]:
     weights.pop(sorted(weights)[0])
     save_file(weights, str(f["te_missing"] / "text_encoder" / "model.safetensors"), metadata={"format": "pt"})
     f["te_wide"] = write_tiny_text_encoder(root / "te_wide", d_model=64)
+    # LoRA files: a key naming a block the tiny transformer lacks; a DoRA; configs naming them
+    pair = {"transformer.transformer_blocks.9.attn1.to_q.lora_A.weight": torch.zeros(2, 128)}
+    pair["transformer.transformer_blocks.9.attn1.to_q.lora_B.weight"] = torch.zeros(128, 2)
+    save_file(pair, str(root / "lora_bad.safetensors"))
+    f["lora_bad"] = root / "lora_bad.safetensors"
+    dora = {k.replace(".9.", ".0."): v for k, v in pair.items()}
+    save_file(
+        {**dora, "transformer.transformer_blocks.0.attn1.to_q.dora_scale": torch.ones(1, 128)}, str(root / "dora.st")
+    )
+    f["lora_dora"] = root / "dora.st"
+    for name, text in (
+        ("yaml_lora_missing", "loras: [no-such-lora.safetensors]\n"),
+        ("yaml_lora_bad", f"loras: ['{f['lora_bad']}:0.5']\n"),
+        ("yaml_lora_inf", "loras: [{path: x.safetensors, scale: .inf}]\n"),
+    ):
+        f[name] = root / f"{name}.yaml"
+        f[name].write_text(text)
     return f
 
 
@@ -462,6 +479,43 @@ CASES: tuple[Bad, ...] = (
         call=lambda e: _up(e)(_tensor(1, 16, 2, 2, 3, dtype=torch.int64)),
     ),
     Bad("preflight-device", "device 'tpu' is not a device torch knows", call=lambda e: _load(device="tpu")(e)),
+    # LoRA and IC-LoRA control
+    Bad("lora-missing", "no-such-lora.safetensors: no such file", {"recipe": "yaml:yaml_lora_missing"}),
+    Bad(
+        "lora-no-such-linear",
+        "names no linear of the transformer",
+        {"recipe": "yaml:yaml_lora_bad"},
+        param="recipe.first_pass.loras[0]",
+    ),
+    Bad("lora-scale-inf", "loras[0].scale must be a finite number", {"recipe": "yaml:yaml_lora_inf"}),
+    Bad("lora-flag-dora", "DoRA", flags=("--lora", "@lora_dora")),
+    Bad("lora-flag-pickle", "pickled", flags=("--lora", "@pickle")),
+    Bad("lora-flag-checkpoint", "no LoRA keys", flags=("--lora", "@allowed")),
+    Bad("lora-flag-empty", "a LoRA needs a file", flags=("--lora", " ")),
+    Bad(
+        "control-too-short",
+        "1 frame(s), but 9 are generated",
+        {"conditioning": (ControlVideo("@img"),)},
+        param="conditioning[0].media",
+    ),
+    Bad("control-corrupt", "control video (conditioning item 0)", {"conditioning": (ControlVideo("@corrupt_png"),)}),
+    Bad(
+        "control-passes",
+        "conditioning[0].passes must name passes of the recipe",
+        {"conditioning": (ControlVideo("@vid9", passes=(3,)),)},
+        param="conditioning[0].passes",
+    ),
+    Bad("control-no-latents", "pass 0 starts from noise", {"conditioning": (ControlVideo(None),)}),
+    Bad(
+        "control-preprocess-alone",
+        "--control-preprocess needs --control-video",
+        flags=("--control-preprocess", "canny"),
+    ),
+    Bad(
+        "detailer-one-pass",
+        "refines a pass that starts from latents",
+        flags=("--detailer-lora", "@lora_dora", "--preset", "ltxv-2b-0.9.6-distilled"),
+    ),
     # the other commands
     Bad("demo-out-dir-file", "is a file, not a folder", argv=("demo", "--out-dir", "@afile")),
     Bad("demo-device", "device 'tpu'", argv=("demo", "--out-dir", "@tmp/demo-out", "--device", "tpu")),

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ltxv.errors import LtxvError
-from ltxv.pipelines.request import ConditioningMedia, GenerationRequest
+from ltxv.pipelines.request import ConditioningMedia, ControlVideo, GenerationRequest
 
 BASE = {"prompt": "a kite over hills", "height": 64, "width": 96, "num_frames": 9, "seed": 1}
 TRACE = "Traceback (most recent call last)"
@@ -70,9 +70,9 @@ class Env:
             name, _, rest = v[1:].partition("/")
             base = self.tmp if name == "tmp" else self.files[name]
             return str(base / rest) if rest else str(base)
-        if isinstance(v, ConditioningMedia):
+        if isinstance(v, ConditioningMedia | ControlVideo):
             return replace(v, media=self.path(v.media))
-        if isinstance(v, tuple | list) and v and isinstance(v[0], ConditioningMedia):
+        if isinstance(v, tuple | list) and v and isinstance(v[0], ConditioningMedia | ControlVideo):
             return tuple(self.path(c) for c in v)
         return v
 
@@ -116,6 +116,11 @@ def flags_of(fields: dict[str, Any], env: Env) -> list[str] | None:
             if isinstance(v, bool) or not isinstance(v, want | (int if want is float else want)):
                 return None
             out += [_SCALAR_FLAGS[k], repr(v) if isinstance(v, float) and not math.isfinite(v) else str(v)]
+        elif k == "conditioning" and isinstance(v, tuple) and len(v) == 1 and isinstance(v[0], ControlVideo):
+            c = v[0]  # what --control-video can say: a file, the first pass, strength 1
+            if not isinstance(c.media, str) or tuple(c.passes) != (0,) or c.strength != 1.0:
+                return None
+            out += ["--control-video", c.media, *(["--control-preprocess", c.preprocess] if c.preprocess else [])]
         elif k == "conditioning":
             if not isinstance(v, tuple) or not all(isinstance(c, ConditioningMedia) for c in v):
                 return None

@@ -55,7 +55,23 @@ def offline_hub(hub_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
+    _write_readme_loras(work)
     return work
+
+
+def _write_readme_loras(folder: Path) -> None:
+    """The LoRA files the README's LoRA example loads, at the tiny model's shapes."""
+    import torch
+
+    from ltxv.lora import linear_shapes
+    from ltxv.model.transformer import Transformer
+    from ltxv.testing.configs import TINY_2B
+    from ltxv.testing.loras import block_targets, random_factors, write_lora
+
+    with torch.device("meta"):
+        shapes = linear_shapes(Transformer(TINY_2B))
+    for seed, name in enumerate(("style", "squish")):
+        write_lora(folder / f"{name}.safetensors", random_factors(shapes, block_targets(shapes), 4, seed=seed))
 
 
 def _read_mp4(path: Path) -> tuple[int, int, int]:

@@ -72,6 +72,15 @@ REQUEST_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("output-path", {"help": "output folder (default outputs/<date>), files named like the reference's"}),
     ("out", {"help": "output file instead: .mp4, .png (one frame) or .safetensors (video and latents)"}),
     ("overwrite", {"action": "store_true", "help": "let --out replace an existing file"}),
+    # LoRA and IC-LoRA control (ltxv.pipelines.loras.with_lora_flags)
+    ("lora", {"action": "append", "metavar": "PATH[:SCALE]", "help": "a LoRA merged for every pass (repeatable)"}),
+    ("control-video", {"metavar": "PATH", "help": "an IC-LoRA control video (depth, pose, edges) for the first pass"}),
+    ("control-preprocess", {"choices": ["canny"], "help": "make the control video Canny edges of --control-video"}),
+    ("control-lora", {"action": "append", "metavar": "PATH[:SCALE]", "help": "the IC-LoRA reading it (first pass)"}),
+    (
+        "detailer-lora",
+        {"action": "append", "metavar": "PATH[:SCALE]", "help": "a detailer IC-LoRA for the last pass, guided by it"},
+    ),
 )
 MODELS = ("checkpoint", "upsampler", "text_encoder")
 

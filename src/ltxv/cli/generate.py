@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ltxv.cli.flags import REQUEST_FLAGS, add, add_model_flags
 from ltxv.cli.models import ModelChoice, recipe_of
 from ltxv.io.output import check_output
+from ltxv.pipelines.loras import parse_lora_arg, with_lora_flags
 from ltxv.pipelines.request import ConditioningMedia, GenerationRequest, RequestError
 
 if TYPE_CHECKING:
@@ -51,6 +52,15 @@ def build_request(a: argparse.Namespace) -> GenerationRequest:
         input_media=a.input_media_path,
         media_preprocess=not a.no_media_preprocess,
         recipe=recipe_of(a),
+    )
+    loras = {k: [parse_lora_arg(x) for x in getattr(a, k) or ()] for k in ("lora", "control_lora", "detailer_lora")}
+    request = with_lora_flags(
+        request,
+        loras=loras["lora"],
+        control_video=a.control_video,
+        control_preprocess=a.control_preprocess,
+        control_loras=loras["control_lora"],
+        detailer_loras=loras["detailer_lora"],
     )
     request.validate()
     return request

@@ -5,6 +5,10 @@ video); one pass or two (multi-scale) is the recipe's choice. Multi-scale follow
 ``int(x * downscale) // 32 * 32``, latent upsampler, AdaIN to the pass-1 latents, pass 2 at twice the pass-1 size
 re-noised to its first timestep, decode, bilinear resize to the requested (padded) size.
 
+LoRAs are merged into the main transformer's weights per pass (``PassSettings.loras``, else the pipeline's own set:
+``load_pipeline(loras=)`` / :meth:`Pipeline.set_loras`); switching sets rewrites only the linears they touch
+(:class:`ltxv.lora.LoraMerger`), so a multi-scale pass 2 with its own set (an IC-LoRA detailer) costs one switch.
+
 Where the reference is wrong, ltxv does the right thing: video-to-video under multi-scale encodes the source at the
 pass-1 size and starts pass 1 from it (the reference encodes it at full size, starts at t = 1 and asserts in pass 2).
 """
@@ -12,19 +16,21 @@ pass-1 size and starts pass 1 from it (the reference encodes it at full size, st
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ltxv.config import SchedulerConfig
+from ltxv.lora.merge import LoraMerger, LoraSpec
 from ltxv.model.transformer import Transformer
 from ltxv.pipelines import preflight
 from ltxv.pipelines.denoise import CallTransformer, StepModels
 from ltxv.pipelines.media import load_request_media
 from ltxv.pipelines.preflight import Preflight
 from ltxv.pipelines.progress import ProgressCallback, ProgressEvent
-from ltxv.pipelines.request import GenerationRequest
+from ltxv.pipelines.request import GenerationRequest, Lora
 from ltxv.pipelines.stages import PassMedia, PassPlan, Streams, decode, encode_text, run_pass
 from ltxv.runtime.compile import CompileStats, compile_transformer
 from ltxv.runtime.estimate import MemoryEstimate
@@ -67,6 +73,24 @@ class Pipeline:
         self.compile_stats: CompileStats | None = compile_transformer(models.transformer) if compile else None
         # Every transformer the pipeline can run, by label; they share the VAE, T5, upsampler and latent space.
         self.transformers: dict[str, Transformer] = {"main": models.transformer}
+        self.lora = LoraMerger(models.transformer)  # LoRAs edit the main transformer's weights
+        self.loras: tuple[LoraSpec, ...] = ()  # the pipeline's own set, for passes that name none
+
+    def set_loras(self, loras: Sequence[LoraSpec | Lora]) -> None:
+        """Make ``loras`` ((path, scale) pairs or :class:`Lora` s) the pipeline's LoRA set and merge it now, without
+        reloading the base weights; ``set_loras([])`` restores them bit for bit. Used by every pass whose settings
+        name no LoRAs of their own. A bad file raises before any weight changes."""
+        specs = tuple((x.path, x.scale) if isinstance(x, Lora) else (x[0], x[1]) for x in loras)
+        for i, (path, scale) in enumerate(specs):
+            Lora(path, scale).validate(f"loras[{i}]")
+            self.preflight.check_lora(path, f"loras[{i}]")
+        self.lora.apply(specs)
+        self.loras = specs
+
+    def pass_loras(self, request: GenerationRequest, pass_index: int) -> tuple[LoraSpec, ...]:
+        """The LoRA set pass ``pass_index`` runs with: its settings' own, else the pipeline's."""
+        own = request.recipe.passes[pass_index].loras
+        return self.loras if own is None else tuple((x.path, x.scale) for x in own)
 
     def step_models(self, request: GenerationRequest, pass_index: int, steps: int) -> StepModels:
         """(label, transformer) for every step of pass ``pass_index``: the main transformer throughout."""
@@ -105,6 +129,15 @@ class Pipeline:
         height, width, frames = checked.size
         sizes = [(p.height, p.width) for p in checked.passes]
         media = load_request_media(request, height, width, frames, checked.media)
+        loras = [self.pass_loras(request, i) for i in range(len(sizes))]
+        for i, chosen in enumerate(loras):
+            self.lora.check(chosen)  # read (and cached) before any work: the switches below only merge
+            if not chosen and any(i in c.passes for c in media.control):
+                log.warning(
+                    "pass %d has a control video but no LoRA: it runs, but nothing was trained to read it "
+                    "(load an IC-LoRA)",
+                    i + 1,
+                )
         streams = Streams.from_seed(request.seed, self.device)
         use = self.residency.use
         with use(text_encoder=self.text_encoder):
@@ -129,7 +162,9 @@ class Pipeline:
             )
             models = self.step_models(request, i, len(ts))
             call = self.transformer_call(request, i)
-            with use(transformer=m.transformer, vae=m.vae if pm.source is not None or pm.conditioning else None):
+            self.lora.apply(loras[i])  # where the weights live between stages, so residency's host copies follow
+            encodes = pm.source is not None or pm.conditioning or any(c.media is not None for c in pm.control)
+            with use(transformer=m.transformer, vae=m.vae if encodes else None):
                 return run_pass(models, m.vae, text, plan, pm, init, streams, call=call, progress=callback)
 
         if len(sizes) == 1:
@@ -140,7 +175,7 @@ class Pipeline:
                 up = adain(m.upsampler(low), low)  # type: ignore[misc]
             if callback is not None:
                 callback(ProgressEvent("upsample", 1, 1))
-            latents = one_pass(1, PassMedia(conditioning=media.conditioning), up)
+            latents = one_pass(1, PassMedia(conditioning=media.conditioning, control=media.control), up)
         last = recipe.passes[-1]
         top, left = (height - request.height) // 2, (width - request.width) // 2
         with use(vae=m.vae):
@@ -170,6 +205,7 @@ def load_pipeline(
     quantize: str | None = None,
     compile: bool = False,
     max_memory: int | None = None,
+    loras: Sequence[LoraSpec | Lora] = (),
 ) -> Pipeline:
     """Load the models once; call ``generate`` as often as needed. Names of released files resolve via the hub.
 
@@ -181,17 +217,23 @@ def load_pipeline(
     linears quantised to float8_e4m3fn as they are read (fp8 files load as stored anyway). ``compile``:
     ``torch.compile`` the transformer (opt-in; its compile time is reported apart, ``Pipeline.compile_stats``).
     ``max_memory``: see :class:`Pipeline`. The VAE encoder is read from the checkpoint on the first request that
-    encodes media (``lazy_vae_encoder``)."""
+    encodes media (``lazy_vae_encoder``). ``loras``: (path, scale) pairs (or :class:`Lora` s) merged into the
+    transformer once it is loaded, checked against it before any weight is read: the pipeline's LoRA set,
+    :meth:`Pipeline.set_loras`."""
     checked = Preflight.from_files(
         checkpoint, upsampler, text_encoder, dtype=dtype, device=device, residency=residency, quantize=quantize
     )
     checked.max_memory = max_memory
-    return load_checked(checked, compile=compile)
+    return load_checked(checked, compile=compile, loras=loras)
 
 
-def load_checked(checked: Preflight, *, compile: bool = False) -> Pipeline:
+def load_checked(checked: Preflight, *, compile: bool = False, loras: Sequence[LoraSpec | Lora] = ()) -> Pipeline:
     """Load the files a :meth:`Preflight.from_files` checked, as it was told to (dtype, device, residency, quantize,
-    max_memory): the CLI checks its request against the preflight first, then loads."""
+    max_memory), and merge ``loras``: the CLI checks its request against the preflight first, then loads."""
+    specs = [(x.path, x.scale) if isinstance(x, Lora) else (x[0], x[1]) for x in loras]
+    for i, (path, scale) in enumerate(specs):  # from the headers, before the checkpoint's gigabytes are read
+        Lora(path, scale).validate(f"loras[{i}]")
+        checked.check_lora(path, f"loras[{i}]")
     files, device, residency = checked.files, checked.device, checked.residency
     policy = Residency(device, residency)
     home = policy.home("transformer")
@@ -206,4 +248,7 @@ def load_checked(checked: Preflight, *, compile: bool = False) -> Pipeline:
     encoder = TextEncoder.from_pretrained(
         files["text_encoder"], dtype=checked.dtype, device=policy.home("text_encoder")
     )  # type: ignore[arg-type]
-    return Pipeline(models, encoder, device, residency=residency, compile=compile, max_memory=checked.max_memory)
+    pipe = Pipeline(models, encoder, device, residency=residency, compile=compile, max_memory=checked.max_memory)
+    if specs:
+        pipe.set_loras(specs)
+    return pipe
