@@ -242,6 +242,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
         redoc_url=None,
         lifespan=lifespan,
     )
+
     def auth(credentials: Credentials) -> None:
         given = None if credentials is None else f"{credentials.scheme} {credentials.credentials}"
         if not token_ok(config.token, given):

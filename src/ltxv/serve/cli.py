@@ -1,0 +1,251 @@
+"""``ltxv serve`` (the HTTP API and N worker processes on one store) and ``ltxv worker`` (one more worker on a store).
+
+``ltxv.cli`` registers both with :func:`add_parsers` and gives them the model flags of ``ltxv generate`` (checkpoint,
+upsampler, text encoder, dtype, device, residency, quantize, compile, seed, ``--preset`` / ``--pipeline-config``):
+they say what the workers load and the jobs' default recipe and seed. With no checkpoint, the offline model of
+``ltxv demo`` is served (:func:`offline_model`).
+
+``serve`` restarts a worker that dies (a worker that exits with status 2, a configuration error such as a missing
+model file, stops the service instead) and stops every worker on SIGINT/SIGTERM; workers also get SIGTERM if the
+service process dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ltxv.pipelines.request import RequestError
+
+log = logging.getLogger(__name__)
+DEMO_MODEL = "ltxv-demo"
+_SERVE_ONLY = ("host", "port", "workers", "token", "max_pixels", "max_frames", "max_memory", "max_queue", "max_upload")
+_SERVE_ONLY += ("max_attempts", "sweep_grace_s")
+_NOT_FLAGS = ("command", "run", "store", "lease_s")
+
+
+def add_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The ``serve`` and ``worker`` subcommands (their own flags; the caller adds the model flags)."""
+    s = sub.add_parser("serve", help="the job API (OpenAI /v1/videos) and warm workers; a web page at /")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (anything but loopback needs --token)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1, help="worker processes to run (0: the API alone)")
+    s.add_argument("--token", help="bearer token clients must send (default $LTXV_TOKEN)")
+    s.add_argument("--max-pixels", type=int, help="largest width x height accepted (default 1920x1088)")
+    s.add_argument("--max-frames", type=int, help="most frames accepted (default 257)")
+    s.add_argument("--max-upload", help="largest request body, e.g. 100MiB (default)")
+    s.add_argument("--max-memory", help="refuse jobs whose device-memory estimate exceeds this, e.g. 24GiB")
+    s.add_argument("--max-queue", type=int, default=1000, help="queued jobs before create answers 429")
+    s.add_argument("--max-attempts", type=int, default=3, help="worker deaths a job may cause before worker_lost")
+    s.add_argument("--sweep-grace-s", type=float, default=3600.0, help=argparse.SUPPRESS)
+    w = sub.add_parser("worker", help="one worker process on a job store (any number may share one)")
+    for p in (s, w):
+        p.add_argument("--store", default="ltxv-store", required=p is w, help="the job store folder")
+        p.add_argument("--lease-s", type=float, default=30.0, help="a dead worker's job is retried after this")
+    s.set_defaults(run=cmd_serve)
+    w.set_defaults(run=cmd_worker)
+    return s, w
+
+
+def offline_model(folder: Path) -> tuple[str, str, str]:
+    """(checkpoint, upsampler, text encoder) of the offline model ``ltxv demo`` uses, written into ``folder`` once."""
+    from ltxv.testing.checkpoints import CHECKPOINT_NAME, TEXT_ENCODER_DIR, UPSAMPLER_NAME, write_tiny_kit
+
+    paths = folder / CHECKPOINT_NAME, folder / UPSAMPLER_NAME, folder / TEXT_ENCODER_DIR
+    if not folder.is_dir():  # written whole, then renamed into place: never half a model
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
+        write_tiny_kit(tmp)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process got there first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(paths[0]), str(paths[1]), str(paths[2])
+
+
+def _models(a: argparse.Namespace, store: Path) -> tuple[dict[str, Any], str, Any, str | None]:
+    """(load_pipeline arguments, model id, default recipe, its preset name) from the model flags."""
+    from ltxv.cli import DEFAULT_PRESET
+    from ltxv.pipelines.presets import PRESETS, load_recipe, pipeline_args
+
+    name = a.preset or a.pipeline_config or DEFAULT_PRESET
+    recipe = load_recipe(name)
+    model_id = None
+    if a.checkpoint is None:
+        a.checkpoint, up, text = offline_model(store / "offline-model")
+        a.upsampler, a.text_encoder = a.upsampler or up, a.text_encoder or text
+        model_id = DEMO_MODEL
+    args = pipeline_args(
+        recipe, **{k: getattr(a, k) for k in ("checkpoint", "upsampler", "text_encoder", "dtype", "device")}
+    )
+    args["residency"] = a.residency or "resident"
+    args |= {"quantize": a.quantize, "compile": a.compile}
+    model_id = model_id or Path(str(args["checkpoint"])).name.removesuffix(".safetensors")
+    return args, model_id, recipe, name if name in PRESETS else None
+
+
+def cmd_worker(a: argparse.Namespace) -> None:
+    from ltxv.serve.engine import load_engine
+    from ltxv.serve.files import StoreDir
+    from ltxv.serve.store import SqliteJobStore
+    from ltxv.serve.worker import Worker, WorkerConfig
+
+    layout = StoreDir(a.store)
+    args, model_id, recipe, _ = _models(a, layout.root)
+    engine = load_engine(args, names=(model_id,), default_recipe=recipe, preview_cache=layout.root / "preview-maps")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("worker %d serving %s from %s", os.getpid(), model_id, layout.root)
+    Worker(SqliteJobStore(layout.db), engine, layout, WorkerConfig(lease_s=a.lease_s)).run(stop)
+
+
+def worker_argv(a: argparse.Namespace) -> list[str]:
+    """The ``ltxv worker`` flags that load what ``serve`` was asked to serve."""
+    out = ["--store", str(a.store), "--lease-s", str(a.lease_s)]
+    for k, v in vars(a).items():
+        if k in _SERVE_ONLY or k in _NOT_FLAGS or v is None or v is False:
+            continue
+        flag = "--" + k.replace("_", "-")
+        out += [flag] if v is True else [flag, *map(str, v)] if isinstance(v, list) else [flag, str(v)]
+    return out
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    import uvicorn
+
+    from ltxv.serve.admission import parse_bytes, request_check
+    from ltxv.serve.api import ServiceConfig, create_app
+    from ltxv.serve.files import StoreDir
+    from ltxv.serve.jobspec import Limits
+    from ltxv.serve.security import is_loopback
+    from ltxv.serve.store import SqliteJobStore
+
+    token = a.token or os.environ.get("LTXV_TOKEN") or None
+    if not is_loopback(a.host) and token is None:
+        raise RequestError(f"--host {a.host} is reachable from other machines: give a token (--token or LTXV_TOKEN)")
+    if a.workers < 0:
+        raise RequestError(f"--workers must be >= 0, got {a.workers}")
+    layout = StoreDir(a.store)
+    store = SqliteJobStore(layout.db)
+    argv = worker_argv(a)  # before _models fills in the offline model's paths: each worker resolves them itself
+    args, model_id, recipe, preset = _models(a, layout.root)
+    try:
+        lim = {"max_pixels": a.max_pixels, "max_frames": a.max_frames}
+        lim["max_upload_bytes"] = None if a.max_upload is None else parse_bytes(a.max_upload)
+        limits = Limits(**{k: v for k, v in lim.items() if v is not None})
+        max_memory = None if a.max_memory is None else parse_bytes(a.max_memory)
+    except ValueError as e:
+        raise RequestError(str(e)) from None
+    small = model_id == DEMO_MODEL
+    config = ServiceConfig(
+        models=(model_id,),
+        default_recipe=recipe,
+        default_preset=preset,
+        default_seed=a.seed,
+        limits=limits,
+        token=token,
+        loopback=is_loopback(a.host),
+        max_queue=a.max_queue,
+        max_attempts=a.max_attempts,
+        check=request_check(args, max_memory),
+        sweep_grace_s=a.sweep_grace_s,
+        suggested={"size": "96x64", "num_frames": 17} if small else {"size": "704x480", "num_frames": 97},
+    )
+    app = create_app(store, layout, config)
+    supervisor = Supervisor([sys.executable, "-m", "ltxv.serve.cli", "worker", *argv], a.workers)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=a.host, port=a.port, log_level="info", timeout_graceful_shutdown=5)
+    )
+    supervisor.on_fatal = lambda: setattr(server, "should_exit", True)
+    supervisor.start()
+    log.info("serving %s on http://%s:%d with %d worker(s); store %s", model_id, a.host, a.port, a.workers, layout.root)
+    try:
+        server.run()
+    finally:
+        supervisor.stop()
+    if supervisor.fatal:
+        raise RequestError(supervisor.fatal)
+
+
+class Supervisor:
+    """Keeps ``n`` worker processes running (restarting one that dies, with a backoff), stops them on ``stop``."""
+
+    def __init__(self, argv: list[str], n: int) -> None:
+        self.argv, self.n = argv, n
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
+        self.fatal: str | None = None
+        self.on_fatal = lambda: None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.argv, preexec_fn=_die_with_parent, stderr=None)
+
+    def _run(self) -> None:
+        backoff = [1.0] * self.n
+        started = [0.0] * self.n
+        while not self._stop.is_set():
+            for i, p in enumerate(self.procs):
+                if p is None or p.poll() is not None:
+                    if p is not None:
+                        if p.returncode == 2:
+                            self.fatal = "a worker could not start (its error is above); stopping"
+                            self.on_fatal()
+                            return
+                        log.warning(
+                            "worker %d exited with status %s; restarting in %.0f s", p.pid, p.returncode, backoff[i]
+                        )
+                        if self._stop.wait(backoff[i]):
+                            return
+                        fast = time.monotonic() - started[i] < 60
+                        backoff[i] = min(30.0, backoff[i] * 2) if fast else 1.0
+                    started[i] = time.monotonic()
+                    self.procs[i] = self._spawn()
+            self._stop.wait(0.5)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join()
+        live = [p for p in self.procs if p is not None and p.poll() is None]
+        for p in live:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for p in live:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the service process dies (Linux prctl PR_SET_PDEATHSIG; elsewhere nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ltxv.serve.cli worker ...``: how ``serve`` starts its workers (the same parser as ``ltxv``)."""
+    from ltxv.cli import main as ltxv_main
+
+    return ltxv_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
