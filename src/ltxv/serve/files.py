@@ -90,8 +90,8 @@ def publish(target: Path, write: Callable[[Path], object]) -> Path:
 
 
 def sweep(store: SqliteJobStore, layout: StoreDir, *, grace_s: float = 3600.0) -> list[Path]:
-    """Remove what no job needs: folders of jobs that do not exist (older than ``grace_s``, so an upload in
-    progress, whose row is not written yet, is left alone), and in a finished job's output folder every file its
+    """Remove what no job needs: folders of jobs that do not exist (an input folder only once older than
+    ``grace_s``, so an upload in progress, whose row is not written yet, is left alone), and in a finished job's output folder every file its
     output does not name (but its preview). A running job's folder is left alone. Returns what was removed."""
     store.reap()
     removed: list[Path] = []
@@ -103,8 +103,8 @@ def sweep(store: SqliteJobStore, layout: StoreDir, *, grace_s: float = 3600.0) -
         jobs = store.job_ids()  # read after listing: a folder whose row is missing now had no row when listed
         for folder in folders:
             job = jobs.get(folder.name)
-            if job is None:
-                if now - _mtime(folder) >= grace_s:
+            if job is None:  # outputs are written after the row; inputs before it, so they get the grace period
+                if parent == layout.outputs or now - _mtime(folder) >= grace_s:
                     _remove(folder, removed)
                 continue
             if parent == layout.outputs and job.state in ("completed", "failed"):

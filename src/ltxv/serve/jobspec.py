@@ -143,8 +143,9 @@ def _conditioning(v: Any, limits: Limits, form: bool) -> list[dict[str, Any]]:
         part = item.get("part")
         if not isinstance(part, str) or not _PART.match(part) or part in FIELDS or part in MEDIA_FIELDS:
             raise FieldError("conditioning", f"conditioning item {i}: part must name an uploaded file part")
-        frame = _parse_int("conditioning", item.get("frame", 0), 0, limits.max_frames, form=False)
-        strength = _parse_float("conditioning", item.get("strength", 1.0), 0.0, 1.0, form=False)
+        # Types here; the ranges are the request's own checks (the CLI's messages).
+        frame = _parse_int("conditioning", item.get("frame", 0), -(2**31), 2**31, form=False)
+        strength = _parse_float("conditioning", item.get("strength", 1.0), -math.inf, math.inf, form=False)
         out.append({"part": part, "frame": frame, "strength": strength})
     return out
 
@@ -210,7 +211,7 @@ def parse_fields(
         raise FieldError("preset", f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
     spec["preset"] = preset
     spec["image_cond_noise_scale"] = (
-        _float("image_cond_noise_scale", fields["image_cond_noise_scale"], 0.0, 10.0)
+        _float("image_cond_noise_scale", fields["image_cond_noise_scale"], -math.inf, 10.0)
         if "image_cond_noise_scale" in fields
         else d.image_cond_noise_scale
     )
@@ -233,12 +234,8 @@ def parse_fields(
         raise FieldError(extra[0], f"the file part {extra[0]!r} is not used (name it in conditioning)")
     spec["conditioning"] = [{"file": c["part"], "frame": c["frame"], "strength": c["strength"]} for c in conditioning]
     spec["input_media"] = "input_media" if "input_media" in files else None
-    if "denoise_strength" in fields:
-        if spec["input_media"] is None:
-            raise FieldError("denoise_strength", "denoise_strength is for video-to-video: upload input_media too")
-        spec["denoise_strength"] = _float("denoise_strength", fields["denoise_strength"], 0.0, 1.0, open_low=True)
-    else:
-        spec["denoise_strength"] = None
+    ds = fields.get("denoise_strength")
+    spec["denoise_strength"] = None if ds is None else _float("denoise_strength", ds, -math.inf, math.inf)
     return spec
 
 
