@@ -1,0 +1,193 @@
+"""The service on the real pipeline (the tiny model in the official format): a video from the service equals
+``ltxv generate`` of the same request and seed, frame for frame; the preview's denoised estimate is the pass's own
+arithmetic; the latent-to-RGB map is a least-squares fit that recovers a known map and predicts held-out frames."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import openai
+import pytest
+import torch
+from PIL import Image
+from serve_support import TOKEN, live_server, thread_workers
+
+from ltxv import cli
+from ltxv.pipelines.presets import get_preset
+from ltxv.pipelines.request import ConditioningMedia, GenerationRequest
+from ltxv.serve import preview as preview_mod
+from ltxv.serve.cli import DEMO_MODEL
+from ltxv.serve.engine import PipelineEngine, load_engine
+from ltxv.serve.preview import LatentRGB, cached_latent_rgb, latent_pairs, solve, synthetic_clips
+from ltxv.serve.worker import Step, WorkerConfig
+from ltxv.testing.checkpoints import TinyKit, write_tiny_kit
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> TinyKit:
+    return write_tiny_kit(tmp_path_factory.mktemp("kit"))
+
+
+@pytest.fixture(scope="module")
+def engine(kit: TinyKit, tmp_path_factory: pytest.TempPathFactory) -> PipelineEngine:
+    models = {
+        "checkpoint": str(kit.checkpoint),
+        "upsampler": str(kit.upsampler),
+        "text_encoder": str(kit.text_encoder),
+        "dtype": torch.float32,
+        "device": "cpu",
+        "residency": "resident",
+        "quantize": None,
+        "compile": False,
+    }
+    recipe = get_preset(cli.DEFAULT_PRESET)
+    return load_engine(
+        models, names=(DEMO_MODEL,), default_recipe=recipe, preview_cache=tmp_path_factory.mktemp("maps")
+    )
+
+
+@pytest.fixture
+def written(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+    """The uint8 frames handed to ``ltxv.io.video.write_mp4``, by the service's worker and by the CLI alike.
+
+    The mp4 files themselves are compared too, but only closely: libx264 through PyAV does not write the same file
+    twice for the same frames here (on this loaded 2-core machine, 60 writes of one 17-frame clip in one process
+    gave 2 to 6 different files, with one encoder thread or several; frames decode differently in a few
+    macroblocks). That is the writer's, shared by the CLI and the service; bit-equality is checked on what they write.
+    """
+    import ltxv.io.video as video
+
+    frames: list[np.ndarray] = []
+    real = video.write_mp4
+
+    def spy(path: Any, arr: Any, fps: float, **kw: Any) -> Any:
+        frames.append(np.array(arr, copy=True))
+        return real(path, arr, fps, **kw)
+
+    monkeypatch.setattr(video, "write_mp4", spy)
+    return frames
+
+
+def frames_of(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def test_a_video_from_the_service_equals_ltxv_generate(
+    tmp_path: Path, kit: TinyKit, engine: PipelineEngine, written: list[np.ndarray]
+) -> None:
+    image = tmp_path / "first-frame.png"
+    y, x = np.mgrid[0:64, 0:96]
+    Image.fromarray(np.stack([x * 2, y * 3, 255 - x * 2], -1).astype(np.uint8)).save(image)
+    model = [
+        "--checkpoint",
+        str(kit.checkpoint),
+        "--upsampler",
+        str(kit.upsampler),
+        "--text-encoder",
+        str(kit.text_encoder),
+    ]
+    model += ["--dtype", "float32", "--device", "cpu"]
+    request = ["--prompt", "a kite over hills", "--width", "96", "--height", "64", "--num-frames", "17", "--seed", "5"]
+    with live_server(tmp_path / "store", token=TOKEN, models=(DEMO_MODEL,)) as live:
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key=TOKEN, max_retries=0)
+        with thread_workers(live, 1, engine=engine, progress_s=0.0, preview_s=0.0):
+            t2v = client.videos.create_and_poll(
+                prompt="a kite over hills", size="96x64", extra_body={"num_frames": 17, "seed": 5}, poll_interval_ms=50
+            )
+            i2v = client.videos.create_and_poll(
+                prompt="a kite over hills",
+                size="96x64",
+                input_reference=("photo.png", image.read_bytes(), "image/png"),
+                extra_body={"num_frames": 17, "seed": 5},
+                poll_interval_ms=50,
+            )
+        assert t2v.status == i2v.status == "completed", (t2v.error, i2v.error)
+        served = [frames_of(client.videos.download_content(v.id).read()) for v in (t2v, i2v)]
+        assert t2v.model_extra["ltxv"]["preview"] is not None
+        strip = Image.open(io.BytesIO(live.client().get(f"/v1/videos/{t2v.id}/preview").content))
+        assert strip.size[1] == WorkerConfig().preview_height
+    by_service = list(written)  # the worker wrote t2v, then i2v
+    assert len(by_service) == 2
+    for k, (name, extra) in enumerate(
+        (("t2v", []), ("i2v", ["--conditioning-media-paths", str(image), "--conditioning-start-frames", "0"]))
+    ):
+        out = tmp_path / f"{name}.mp4"
+        assert cli.main(["generate", *request, *model, *extra, "--out", str(out)]) == 0
+        assert np.array_equal(written[-1], by_service[k]), name  # bit-equal frames, written by the same writer
+        expected = frames_of(out.read_bytes())
+        assert served[k].shape == expected.shape == (17, 64, 96, 3)
+        mse = np.mean((served[k].astype(float) - expected.astype(float)) ** 2)
+        assert 10 * np.log10(255**2 / max(mse, 1e-12)) > 30, name  # the two files decode alike (see `written`)
+    assert not np.array_equal(served[0], served[1])
+
+
+@pytest.mark.parametrize("keyframe", [False, True])
+def test_the_preview_estimate_is_x0_of_the_conditional_branch(
+    tmp_path: Path, engine: PipelineEngine, keyframe: bool
+) -> None:
+    """At the last step of the distilled recipe (one branch, the step goes to t = 0), ``x_t - t v`` is exactly what
+    the step computes, so the estimate read by the hook equals the pass's final latents; with a keyframe the
+    appended tokens come first and are cut off."""
+    conditioning: tuple[ConditioningMedia, ...] = ()
+    if keyframe:
+        image = tmp_path / "key.png"
+        Image.new("RGB", (96, 64), (10, 200, 90)).save(image)
+        conditioning = (ConditioningMedia(str(image), frame=8, strength=1.0),)
+    request = GenerationRequest(
+        "a fox",
+        height=64,
+        width=96,
+        num_frames=17,
+        seed=3,
+        conditioning=conditioning,
+        recipe=get_preset(cli.DEFAULT_PRESET),
+    )
+    seen: list[tuple[Step, torch.Tensor]] = []
+    video = engine.generate(request, lambda s: seen.append((s, s.latents())))
+    assert [(s.pass_index, s.step) for s, _ in seen] == [(0, i) for i in range(7)] + [(1, i) for i in range(3)]
+    assert all(s.passes == 2 for s, _ in seen) and seen[0][1].shape == (1, 16, 3, 1, 1)
+    result = engine.pipe.generate(request)
+    torch.testing.assert_close(seen[-1][1], result.latents, rtol=0, atol=1e-5)
+    assert torch.equal(video, result.video)  # the hook changes nothing
+    assert not engine.pipe.models.transformer._forward_hooks  # and is gone afterwards
+    rgb = engine.preview(seen[-1][1])
+    _, _, f, h, w = result.latents.shape
+    assert rgb.shape == (f, h, w, 3) and rgb.dtype == np.uint8
+
+
+def test_the_least_squares_fit_recovers_a_known_linear_map() -> None:
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(16, 3, generator=g) * 0.2, torch.tensor([0.1, -0.2, 0.05])
+    z = torch.randn(500, 16, generator=g)
+    fitted = solve(z, z @ w + b, ridge=0.0)
+    torch.testing.assert_close(fitted.weight, w, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fitted.bias, b, atol=1e-5, rtol=0)
+    assert solve(z, z @ w + b).weight.sub(w).abs().max() < 1e-2  # the ridge term barely moves a well-posed fit
+
+
+def test_the_fitted_map_predicts_held_out_decoded_frames_and_is_cached(
+    tmp_path: Path, kit: TinyKit, engine: PipelineEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vae = engine.pipe.models.vae
+    m = engine.preview_map
+    assert m is not None and m.weight.shape == (vae.latent_channels, 3)
+    with torch.inference_mode():
+        z, rgb = latent_pairs(vae, synthetic_clips(3, 9, 96, 96, seed=99))  # clips the fit never saw
+    residual = (z @ m.weight + m.bias - rgb).pow(2).mean()
+    assert residual < 0.9 * (rgb - rgb.mean(0)).pow(2).mean()  # better than the best constant colour
+    m.save(tmp_path / "m.safetensors")
+    again = LatentRGB.load(tmp_path / "m.safetensors")
+    assert torch.equal(again.weight, m.weight) and torch.equal(again.bias, m.bias)
+
+    def no_fit(*args: Any, **kw: Any) -> None:
+        raise AssertionError("fitted again")
+
+    cache = tmp_path / "cache"
+    first = cached_latent_rgb(vae, kit.checkpoint, cache)
+    monkeypatch.setattr(preview_mod, "fit_latent_rgb", no_fit)
+    assert torch.equal(cached_latent_rgb(vae, kit.checkpoint, cache).weight, first.weight)
