@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ltxv.pipelines.presets import PRESETS
 from ltxv.pipelines.request import GenerationRequest, Recipe, RequestError
@@ -143,7 +144,8 @@ class Deleted(BaseModel):
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {c: {"model": ErrorEnvelope, "description": "error"} for c in codes}
+    body = {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}
+    return {c: {"model": ErrorEnvelope, "description": "error", "content": {"application/json": body}} for c in codes}
 
 
 def _create_schema(config: ServiceConfig) -> dict[str, Any]:
@@ -218,6 +220,19 @@ def video_object(job: Job) -> dict[str, Any]:
     }
 
 
+def only_query(*names: str) -> Any:
+    """A dependency refusing query parameters the operation does not take (a typo is an error, not a default)."""
+
+    def check(request: Request) -> None:
+        if extra := [k for k in request.query_params if k not in names]:
+            message = f"unknown query parameter {extra[0]!r}" + (
+                f"; this operation takes {', '.join(names)}" if names else ""
+            )
+            raise ApiError(400, message, param=extra[0], code="unknown_parameter")
+
+    return Depends(check)
+
+
 def fingerprint(spec: dict[str, Any], digests: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps([spec, digests], sort_keys=True).encode()).hexdigest()
 
@@ -268,7 +283,12 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
         message = {404: "no such endpoint", 405: "method not allowed"}.get(e.status_code, str(e.detail))
-        return _envelope(ApiError(e.status_code, message, code="not_found" if e.status_code == 404 else None))
+        code = "not_found" if e.status_code == 404 else None
+        headers = dict(e.headers or {})
+        if e.status_code == 405:  # every method of the path (Starlette names only the first route's)
+            methods = {m for r in app.routes if r.matches(request.scope)[0] == Match.PARTIAL for m in r.methods or ()}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return _envelope(ApiError(e.status_code, message, code=code, headers=headers))
 
     @app.exception_handler(sqlite3.OperationalError)
     async def _busy(request: Request, e: sqlite3.OperationalError) -> JSONResponse:
@@ -287,7 +307,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
         "/v1/videos",
         response_model=Video,
         responses=_errors(400, *auth_errors, 403, 413, 415, 429),
-        dependencies=guarded,
+        dependencies=[*guarded, only_query()],
         openapi_extra=_create_schema(config),
         summary="Create a video job",
     )
@@ -357,13 +377,23 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
 
     # --- read, list, cancel, delete ----------------------------------------------------------------------------
 
-    @app.get("/v1/videos/{video_id}", response_model=Video, responses=_errors(*auth_errors, 404), dependencies=guarded)
+    @app.get(
+        "/v1/videos/{video_id}",
+        response_model=Video,
+        responses=_errors(400, *auth_errors, 404),
+        dependencies=[*guarded, only_query()],
+    )
     def retrieve(video_id: str) -> JSONResponse:
         job = get_job(video_id)
         poll = config.poll_ms[0] if job.state == "queued" else config.poll_ms[1]
         return JSONResponse(video_object(job), headers={"openai-poll-after-ms": str(poll)})
 
-    @app.get("/v1/videos", response_model=VideoList, responses=_errors(400, *auth_errors), dependencies=guarded)
+    @app.get(
+        "/v1/videos",
+        response_model=VideoList,
+        responses=_errors(400, *auth_errors),
+        dependencies=[*guarded, only_query("after", "limit", "order")],
+    )
     def list_videos(
         after: str = Query(None, pattern=JOB_ID.pattern, description="the last id of the previous page"),
         limit: int = Query(20, ge=1, le=100),
@@ -380,8 +410,8 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
     @app.post(
         "/v1/videos/{video_id}/cancel",
         response_model=Video,
-        responses=_errors(*auth_errors, 403, 404),
-        dependencies=guarded,
+        responses=_errors(400, *auth_errors, 403, 404),
+        dependencies=[*guarded, only_query()],
     )
     def cancel(video_id: str) -> dict[str, Any]:
         get_job(video_id)
@@ -391,7 +421,10 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
         return video_object(job)
 
     @app.delete(
-        "/v1/videos/{video_id}", response_model=Deleted, responses=_errors(*auth_errors, 403, 404), dependencies=guarded
+        "/v1/videos/{video_id}",
+        response_model=Deleted,
+        responses=_errors(400, *auth_errors, 403, 404),
+        dependencies=[*guarded, only_query()],
     )
     def delete(video_id: str) -> dict[str, Any]:
         job = get_job(video_id)
@@ -410,7 +443,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
             **_errors(400, *auth_errors, 404),
         },
         response_class=FileResponse,
-        dependencies=guarded,
+        dependencies=[*guarded, only_query("variant")],
     )
     def content(video_id: str, variant: Literal["video", "thumbnail"] = Query("video")) -> FileResponse:
         job = get_job(video_id)
@@ -456,7 +489,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
             **_errors(400, *auth_errors, 404),
         },
         response_class=StreamingResponse,
-        dependencies=guarded,
+        dependencies=[*guarded, only_query()],
     )
     def events(video_id: str, request: Request) -> StreamingResponse:
         get_job(video_id)
@@ -471,7 +504,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
 
     # --- service -------------------------------------------------------------------------------------------
 
-    @app.get("/v1/models", responses=_errors(*auth_errors), dependencies=guarded)
+    @app.get("/v1/models", responses=_errors(400, *auth_errors), dependencies=[*guarded, only_query()])
     def models() -> dict[str, Any]:
         info = {
             "presets": list(PRESETS),
@@ -482,12 +515,17 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "ltxv", "ltxv": info} for m in config.models]
         return {"object": "list", "data": data}
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=_errors(400), dependencies=[only_query()])
     def healthz() -> dict[str, Any]:
         s = store.stats()
         return {"status": "ok", "workers": int(s["workers"]), "queued": int(s["queued"]), "running": int(s["running"])}
 
-    @app.get("/metrics", response_class=PlainTextResponse, responses=_errors(*auth_errors), dependencies=guarded)
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses=_errors(400, *auth_errors),
+        dependencies=[*guarded, only_query()],
+    )
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(prometheus(store.stats()), media_type="text/plain; version=0.0.4")
 

@@ -213,7 +213,7 @@ async function showVideo(job, card) {
 }
 
 async function showPreview(id, path, frames, tile) {
-  const url = await blobURL(`${path}?t=${Date.now()}`);
+  const url = await blobURL(path); // served with Cache-Control: no-store
   const card = state.cards.get(id);
   if (!url || !card || state.blobs.has(id)) return URL.revokeObjectURL(url || "");
   const media = card.querySelector(".media");
