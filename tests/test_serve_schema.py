@@ -64,7 +64,7 @@ def check(case: schemathesis.Case) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_the_api_matches_its_schema(case: schemathesis.Case) -> None:
     check(case)
 
