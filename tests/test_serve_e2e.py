@@ -130,9 +130,9 @@ def test_a_video_from_the_service_equals_ltxv_generate(
 def test_the_preview_estimate_is_x0_of_the_conditional_branch(
     tmp_path: Path, engine: PipelineEngine, keyframe: bool
 ) -> None:
-    """At the last step of the distilled recipe (one branch, the step goes to t = 0), ``x_t - t v`` is exactly what
-    the step computes, so the estimate read by the hook equals the pass's final latents; with a keyframe the
-    appended tokens come first and are cut off."""
+    """At the last step of the distilled recipe (one branch, the step goes to t = 0), the denoised prediction is what
+    the step computes, so the preview's estimate equals the pass's final latents; with a keyframe, the appended
+    tokens are not part of it. The worker's steps come in order, passes counted, then the upsample and the decode."""
     conditioning: tuple[ConditioningMedia, ...] = ()
     if keyframe:
         image = tmp_path / "key.png"
@@ -147,14 +147,17 @@ def test_the_preview_estimate_is_x0_of_the_conditional_branch(
         conditioning=conditioning,
         recipe=get_preset(cli.DEFAULT_PRESET),
     )
-    seen: list[tuple[Step, torch.Tensor]] = []
-    video = engine.generate(request, lambda s: seen.append((s, s.latents())))
+    everything: list[tuple[Step, torch.Tensor]] = []
+    video = engine.generate(request, lambda s: everything.append((s, s.latents())))
+    seen = [(s, x) for s, x in everything if s.stage == "denoise"]
     assert [(s.pass_index, s.step) for s, _ in seen] == [(0, i) for i in range(7)] + [(1, i) for i in range(3)]
+    stages = [s.stage for s, _ in everything]
+    decodes = stages.count("decode")
+    assert decodes >= 1 and stages == ["denoise"] * 7 + ["upsample"] + ["denoise"] * 3 + ["decode"] * decodes
     assert all(s.passes == 2 for s, _ in seen) and seen[0][1].shape == (1, 16, 3, 1, 1)
     result = engine.pipe.generate(request)
     torch.testing.assert_close(seen[-1][1], result.latents, rtol=0, atol=1e-5)
-    assert torch.equal(video, result.video)  # the hook changes nothing
-    assert not engine.pipe.models.transformer._forward_hooks  # and is gone afterwards
+    assert torch.equal(video, result.video)  # reading the events changes nothing
     rgb = engine.preview(seen[-1][1])
     _, _, f, h, w = result.latents.shape
     assert rgb.shape == (f, h, w, 3) and rgb.dtype == np.uint8

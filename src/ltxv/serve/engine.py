@@ -1,10 +1,8 @@
-"""The real engine: a loaded :class:`Pipeline` kept warm, driven through ``Pipeline.generate``'s step callback.
+"""The real engine: a loaded :class:`Pipeline` kept warm, driven through ``Pipeline.generate``'s progress callback.
 
-The step callback says (step, steps, t); the worker also wants the pass and a denoised estimate for the preview. The
-pass is counted here (each pass numbers its steps from 0). The estimate comes from the transformer call of the step,
-read by a forward hook (nothing is changed, nothing is copied): ``x0 = x_t - t v`` of the conditional branch, the
-video's tokens (after any appended conditioning tokens) on the pass's latent grid. A richer callback from the denoise
-loop (the pass index and the guided velocity, or x0 itself) would replace the hook.
+Every :class:`ltxv.pipelines.progress.ProgressEvent` becomes a worker :class:`Step`: the denoising steps with their
+pass and the step's denoised prediction (the preview), then the upsample and the decode's blocks of frames (the
+progress bar's tail). The worker raises from the callback to stop a job (a cancel, a lost lease, a shutdown).
 """
 
 from __future__ import annotations
@@ -17,11 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ltxv.model.patchify import unpatchify
-from ltxv.pipelines.denoise import per_step_guidance
 from ltxv.pipelines.generate import Pipeline
+from ltxv.pipelines.progress import ProgressEvent
 from ltxv.pipelines.request import GenerationRequest, Recipe, padded_size
-from ltxv.sampling.guidance import active_branches
 from ltxv.serve.preview import LatentRGB, cached_latent_rgb
 from ltxv.serve.worker import Step
 
@@ -34,61 +30,24 @@ class PipelineEngine:
     ) -> None:
         self.pipe, self.models, self.default_recipe, self.preview_map = pipe, models, default_recipe, preview
 
-    def _passes(self, request: GenerationRequest) -> list[tuple[tuple[int, int, int], list[float], list[int]]]:
-        """Per pass: the latent grid (f, h, w), the timesteps, and the index of the conditional branch per step."""
-        pipe = self.pipe
-        vae = pipe.models.vae
-        frames = padded_size(request.height, request.width, request.num_frames)[2]
-        out = []
-        for i, (h, w) in enumerate(pipe.pass_sizes(request)):
-            from_source = i == 0 and request.input_media is not None
-            ts = pipe.pass_timesteps(request, i, h, w, from_source).tolist()
-            guidance = per_step_guidance(request.recipe.passes[i], ts)
-            cond = [active_branches(g.cfg, g.stg).index("cond") for g in guidance]
-            grid = (
-                (frames - 1) // vae.temporal_compression + 1,
-                h // vae.spatial_compression,
-                w // vae.spatial_compression,
-            )
-            out.append((grid, ts, cond))
-        return out
-
     def plan(self, request: GenerationRequest) -> list[tuple[int, float]]:
         """Steps per pass, each step weighted by its tokens (the cost of a transformer call grows with them)."""
-        return [(len(ts), float(f * h * w)) for (f, h, w), ts, _ in self._passes(request)]
+        pipe, vae = self.pipe, self.pipe.models.vae
+        frames = (padded_size(request.height, request.width, request.num_frames)[2] - 1) // vae.temporal_compression + 1
+        out = []
+        for i, (h, w) in enumerate(pipe.pass_sizes(request)):
+            steps = len(pipe.pass_timesteps(request, i, h, w, i == 0 and request.input_media is not None))
+            out.append((steps, float(frames * (h // vae.spatial_compression) * (w // vae.spatial_compression))))
+        return out
 
     def generate(self, request: GenerationRequest, on_step: Callable[[Step], None]) -> torch.Tensor:
-        passes = self._passes(request)
-        seen: dict[str, Any] = {}
+        def callback(e: ProgressEvent) -> None:
+            if e.stage == "denoise":
+                on_step(Step(e.pass_index, e.num_passes, e.done - 1, e.total, e.t or 0.0, latents=lambda: e.denoised))
+            elif e.stage in ("upsample", "decode"):
+                on_step(Step(e.pass_index, e.num_passes, e.done - 1, e.total, 0.0, stage=e.stage))
 
-        def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            seen.update(tokens=args[0], timesteps=args[2], velocity=output)
-
-        current = {"pass": -1}
-
-        def x0() -> torch.Tensor | None:
-            if "tokens" not in seen or not 0 <= current["pass"] < len(passes):
-                return None
-            (f, h, w), _, cond = passes[current["pass"]]
-            branch = cond[min(current["step"], len(cond) - 1)]
-            n = f * h * w
-            x, t, v = seen["tokens"][branch, -n:], seen["timesteps"][branch], seen["velocity"][branch, -n:]
-            t = t[-n:] if t.numel() > 1 else t
-            estimate = x.float() - t.float().reshape(-1, 1) * v.float()  # (N, C)
-            return unpatchify(estimate[None], f, h, w)
-
-        def callback(i: int, n: int, t: float) -> None:
-            if i == 0:
-                current["pass"] += 1
-            current["step"] = i
-            on_step(Step(current["pass"], len(passes), i, n, t, latents=x0))
-
-        handle = self.pipe.models.transformer.register_forward_hook(hook, with_kwargs=True)
-        try:
-            return self.pipe.generate(request, callback=callback).video
-        finally:
-            handle.remove()
-            seen.clear()
+        return self.pipe.generate(request, callback=callback).video
 
     def preview(self, latents: torch.Tensor | None) -> np.ndarray | None:
         if latents is None or self.preview_map is None:

@@ -54,14 +54,16 @@ def failpoint(name: str) -> None:
 
 @dataclass(frozen=True)
 class Step:
-    """What the engine reports after each denoising step."""
+    """What the engine reports after each unit of work: a denoising step, or (``stage``) the upsample or a block of
+    decoded frames (``step`` of ``steps`` then counts those)."""
 
     pass_index: int  # 0-based
     passes: int
-    step: int  # 0-based, within the pass
+    step: int  # 0-based, within the pass (or the stage)
     steps: int
     t: float
     latents: Callable[[], Any] = lambda: None  # the denoised estimate, computed only when a preview asks
+    stage: str = "denoise"
 
 
 class Engine(Protocol):
@@ -125,7 +127,9 @@ class Progress:
         self.total = self.denoise / (1.0 - self.tail)
 
     def step(self, s: Step) -> int:
-        if s.pass_index < len(self.plan):
+        if s.stage == "decode":  # the decode's blocks fill most of the tail (the rest: writing the file)
+            self.done = max(self.done, self.denoise + 0.9 * (self.total - self.denoise) * (s.step + 1) / s.steps)
+        elif s.stage == "denoise" and s.pass_index < len(self.plan):
             self.done = max(self.done, self.offsets[s.pass_index] + (s.step + 1) * self.plan[s.pass_index][1])
         return self.percent()
 
@@ -205,16 +209,27 @@ class Worker:
         def on_step(s: Step) -> None:
             now = time.perf_counter()
             keeper.alive()
-            timings["steps"] += 1
-            timings["step_seconds"] += now - last["step"]
-            last["step"] = now
             if stop.is_set():
                 raise Stopping
             pct = progress.step(s)
             end_of_pass = s.step + 1 == s.steps
-            final = end_of_pass and s.pass_index + 1 == s.passes
-            stage = "decode" if final else "upsample" if end_of_pass else "denoise"
-            status.update(stage=stage, **{"pass": s.pass_index + 1}, passes=s.passes, step=s.step + 1, steps=s.steps)
+            if s.stage != "denoise":
+                status["stage"] = s.stage
+                if now - last["progress"] >= cfg.progress_s or end_of_pass:
+                    last["progress"] = now
+                    event = {"progress": pct, "stage": s.stage, "done": s.step + 1, "total": s.steps}
+                    state = store.heartbeat(claim, cfg.lease_s, progress=pct, status=status, event=("progress", event))
+                else:
+                    state = store.check(claim)
+                if state != "ok":
+                    raise Cancelled if state == "cancel" else LeaseLost
+                return
+            timings["steps"] += 1
+            timings["step_seconds"] += now - last["step"]
+            last["step"] = now
+            status.update(
+                stage="denoise", **{"pass": s.pass_index + 1}, passes=s.passes, step=s.step + 1, steps=s.steps
+            )
             if now - last["preview"] >= cfg.preview_s or end_of_pass:
                 last["preview"] = now
                 status["preview"] = self._preview(claim, s) or status.get("preview", False)
