@@ -27,7 +27,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -37,15 +36,15 @@ from ltxv.pipelines.presets import PRESETS
 from ltxv.pipelines.request import GenerationRequest, Recipe, RequestError
 from ltxv.serve.admission import Check, check_request
 from ltxv.serve.files import JOB_ID, PREVIEW, StoreDir, new_job_id, sweep
-from ltxv.serve.jobspec import FIELDS, MEDIA_FIELDS, STEP_FIELDS, Limits, param_of, parse_fields, to_request
+from ltxv.serve.jobspec import FIELDS, MEDIA_FIELDS, Limits, param_of, parse_fields, to_request
 from ltxv.serve.security import BodyTooLarge, Guard, token_ok
 from ltxv.serve.store import IdempotencyConflict, Job, QueueFull, SqliteJobStore
 from ltxv.serve.uploads import UnsupportedMedia, store_upload
+from ltxv.serve.wire import STATUS, Deleted, Video, VideoList, create_schema, errors_doc, prometheus, sse, video_object
 from ltxv.serve.worker import failpoint
 
 log = logging.getLogger(__name__)
 WEB = Path(__file__).parent / "web"
-STATUS = {"queued": "queued", "running": "in_progress", "completed": "completed", "failed": "failed"}
 TERMINAL_EVENTS = ("completed", "failed")
 _BEARER = HTTPBearer(auto_error=False, description="the server's token (ltxv serve --token, or LTXV_TOKEN)")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
@@ -89,135 +88,6 @@ _TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit
 def _envelope(e: ApiError) -> JSONResponse:
     body = {"message": e.message, "type": _TYPES.get(e.status, "invalid_request_error"), "param": e.param}
     return JSONResponse({"error": {**body, "code": e.code}}, status_code=e.status, headers=e.headers)
-
-
-# --- the OpenAPI shapes (documentation and schemathesis' response checks) -------------------------------------------
-
-
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorEnvelope(BaseModel):
-    error: ErrorBody
-
-
-class JobError(BaseModel):
-    code: str
-    message: str
-    param: str | None = None
-
-
-class Video(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str
-    object: Literal["video"]
-    status: Literal["queued", "in_progress", "completed", "failed"]
-    progress: int
-    created_at: int
-    completed_at: int | None = None
-    expires_at: int | None = None
-    model: str
-    size: str
-    seconds: str
-    prompt: str
-    error: JobError | None = None
-    remixed_from_video_id: str | None = None
-    ltxv: dict[str, Any]
-
-
-class VideoList(BaseModel):
-    object: Literal["list"]
-    data: list[Video]
-    first_id: str | None = None
-    last_id: str | None = None
-    has_more: bool
-
-
-class Deleted(BaseModel):
-    id: str
-    object: Literal["video.deleted"]
-    deleted: bool
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    body = {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}
-    return {c: {"model": ErrorEnvelope, "description": "error", "content": {"application/json": body}} for c in codes}
-
-
-def _create_schema(config: ServiceConfig) -> dict[str, Any]:
-    """The create body as OpenAPI: multipart (file parts binary) and JSON, as precise as a schema can say it."""
-    lim = config.limits
-    sizes = "|".join(str(32 * k) for k in range(1, lim.max_pixels // 32 // 32 + 1))
-    num = {"type": "number", "exclusiveMinimum": 0}
-    props: dict[str, Any] = {
-        "prompt": {"type": "string", "pattern": r"\S", "maxLength": lim.max_prompt_chars},
-        "model": {"type": "string", "enum": list(config.models)},
-        "size": {"type": "string", "pattern": f"^({sizes})x({sizes})$", "description": "WIDTHxHEIGHT, multiples of 32"},
-        "seconds": {"type": "string", "pattern": r"^[0-9]{1,2}(\.[0-9]{1,3})?$"},
-        "num_frames": {"type": "integer", "enum": list(range(1, lim.max_frames + 1, 8)), "description": "8n+1"},
-        "fps": {**num, "maximum": 240},
-        "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
-        "negative_prompt": {"type": "string", "maxLength": lim.max_prompt_chars},
-        "preset": {"type": "string", "enum": list(PRESETS)},
-        "image_cond_noise_scale": {"type": "number", "minimum": 0, "maximum": 10},
-        "denoise_strength": {**num, "maximum": 1, "description": "video-to-video; needs input_media"},
-        "media_preprocess": {"type": "boolean"},
-        "conditioning": {"type": "string", "description": 'JSON list of {"part", "frame", "strength"}'},
-        **{k: {"type": "integer", "minimum": 1, "maximum": lim.max_steps} for k, t in STEP_FIELDS.items() if t is int},
-        **{k: {"type": "number", "minimum": 0, "maximum": 100} for k, t in STEP_FIELDS.items() if t is float},
-    }
-    files = {k: {"type": "string", "format": "binary"} for k in MEDIA_FIELDS}
-    form = {"type": "object", "required": ["prompt"], "properties": {**props, **files}}
-    json_props = {**props, "conditioning": {"type": "array", "items": {"type": "object"}}}
-    body = {"type": "object", "required": ["prompt"], "properties": json_props, "additionalProperties": False}
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"multipart/form-data": {"schema": form}, "application/json": {"schema": body}},
-        }
-    }
-
-
-# --- jobs as OpenAI Video objects -------------------------------------------------------------------------------
-
-
-def video_object(job: Job) -> dict[str, Any]:
-    spec = job.request
-    live = {k: job.status.get(k) for k in ("stage", "pass", "passes", "step", "steps")}
-    has_preview = job.status.get("preview", False)
-    return {
-        "id": job.id,
-        "object": "video",
-        "status": STATUS[job.state],
-        "progress": job.progress,
-        "created_at": int(job.created_at),
-        "completed_at": None if job.completed_at is None else int(job.completed_at),
-        "expires_at": None,
-        "model": job.model,
-        "size": f"{spec['width']}x{spec['height']}",
-        "seconds": f"{spec['num_frames'] / spec['fps']:.3g}",
-        "prompt": spec["prompt"],
-        "error": job.error,
-        "remixed_from_video_id": None,
-        "ltxv": {
-            **live,
-            "attempt": job.attempt,
-            "max_attempts": job.max_attempts,
-            "seed": spec["seed"],
-            "width": spec["width"],
-            "height": spec["height"],
-            "num_frames": spec["num_frames"],
-            "fps": spec["fps"],
-            "preset": spec.get("preset"),
-            "cancel_requested": job.cancel_requested,
-            "preview": f"/v1/videos/{job.id}/preview" if has_preview else None,
-            "timings": job.status.get("timings", {}),
-        },
-    }
 
 
 def only_query(*names: str) -> Any:
@@ -306,9 +176,9 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
     @app.post(
         "/v1/videos",
         response_model=Video,
-        responses=_errors(400, *auth_errors, 403, 413, 415, 429),
+        responses=errors_doc(400, *auth_errors, 403, 413, 415, 429),
         dependencies=[*guarded, only_query()],
-        openapi_extra=_create_schema(config),
+        openapi_extra=create_schema(config.models, config.limits),
         summary="Create a video job",
     )
     async def create(request: Request) -> JSONResponse:
@@ -380,7 +250,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
     @app.get(
         "/v1/videos/{video_id}",
         response_model=Video,
-        responses=_errors(400, *auth_errors, 404),
+        responses=errors_doc(400, *auth_errors, 404),
         dependencies=[*guarded, only_query()],
     )
     def retrieve(video_id: str) -> JSONResponse:
@@ -391,7 +261,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
     @app.get(
         "/v1/videos",
         response_model=VideoList,
-        responses=_errors(400, *auth_errors),
+        responses=errors_doc(400, *auth_errors),
         dependencies=[*guarded, only_query("after", "limit", "order")],
     )
     def list_videos(
@@ -410,7 +280,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
     @app.post(
         "/v1/videos/{video_id}/cancel",
         response_model=Video,
-        responses=_errors(400, *auth_errors, 403, 404),
+        responses=errors_doc(400, *auth_errors, 403, 404),
         dependencies=[*guarded, only_query()],
     )
     def cancel(video_id: str) -> dict[str, Any]:
@@ -423,7 +293,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
     @app.delete(
         "/v1/videos/{video_id}",
         response_model=Deleted,
-        responses=_errors(400, *auth_errors, 403, 404),
+        responses=errors_doc(400, *auth_errors, 403, 404),
         dependencies=[*guarded, only_query()],
     )
     def delete(video_id: str) -> dict[str, Any]:
@@ -440,7 +310,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
         "/v1/videos/{video_id}/content",
         responses={
             200: {"content": {"video/mp4": {}, "image/jpeg": {}}, "description": "the video, or its thumbnail"},
-            **_errors(400, *auth_errors, 404),
+            **errors_doc(400, *auth_errors, 404),
         },
         response_class=FileResponse,
         dependencies=[*guarded, only_query("variant")],
@@ -465,7 +335,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
         "/v1/videos/{video_id}/preview",
         responses={
             200: {"content": {"image/jpeg": {}}, "description": "the latest preview"},
-            **_errors(*auth_errors, 404),
+            **errors_doc(*auth_errors, 404),
         },
         response_class=FileResponse,
         dependencies=guarded,
@@ -486,7 +356,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
                 "content": {"text/event-stream": {}},
                 "description": "server-sent events, replayable by Last-Event-ID",
             },
-            **_errors(400, *auth_errors, 404),
+            **errors_doc(400, *auth_errors, 404),
         },
         response_class=StreamingResponse,
         dependencies=[*guarded, only_query()],
@@ -504,7 +374,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
 
     # --- service -------------------------------------------------------------------------------------------
 
-    @app.get("/v1/models", responses=_errors(400, *auth_errors), dependencies=[*guarded, only_query()])
+    @app.get("/v1/models", responses=errors_doc(400, *auth_errors), dependencies=[*guarded, only_query()])
     def models() -> dict[str, Any]:
         info = {
             "presets": list(PRESETS),
@@ -515,7 +385,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "ltxv", "ltxv": info} for m in config.models]
         return {"object": "list", "data": data}
 
-    @app.get("/healthz", responses=_errors(400), dependencies=[only_query()])
+    @app.get("/healthz", responses=errors_doc(400), dependencies=[only_query()])
     def healthz() -> dict[str, Any]:
         s = store.stats()
         return {"status": "ok", "workers": int(s["workers"]), "queued": int(s["queued"]), "running": int(s["running"])}
@@ -523,7 +393,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
     @app.get(
         "/metrics",
         response_class=PlainTextResponse,
-        responses=_errors(400, *auth_errors),
+        responses=errors_doc(400, *auth_errors),
         dependencies=[*guarded, only_query()],
     )
     def metrics() -> PlainTextResponse:
@@ -590,11 +460,6 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _sse(seq: int | None, type_: str, data: dict[str, Any]) -> str:
-    head = "" if seq is None else f"id: {seq}\n"
-    return f"{head}event: {type_}\ndata: {json.dumps(data)}\n\n"
-
-
 async def _event_stream(store: SqliteJobStore, job_id: str, after: int, poll_s: float = 0.25, ping_s: float = 15.0):  # type: ignore[no-untyped-def]
     """The job's events after ``after`` (replayed from the store), then new ones as they come, until the job ends."""
     yield "retry: 1000\n\n"
@@ -608,13 +473,13 @@ async def _event_stream(store: SqliteJobStore, job_id: str, after: int, poll_s: 
                 job = await run_in_threadpool(store.get, job_id)
                 if job is not None:
                     data["video"] = video_object(job)
-            yield _sse(e.seq, e.type, data)
+            yield sse(e.seq, e.type, data)
             if e.type in TERMINAL_EVENTS:
                 return
         if not events:
             job = await run_in_threadpool(store.get, job_id)
             if job is None:
-                yield _sse(None, "deleted", {"video_id": job_id})
+                yield sse(None, "deleted", {"video_id": job_id})
                 return
             quiet += poll_s
             if quiet >= ping_s:
@@ -623,22 +488,6 @@ async def _event_stream(store: SqliteJobStore, job_id: str, after: int, poll_s: 
         else:
             quiet = 0.0
         await asyncio.sleep(poll_s)
-
-
-def prometheus(s: dict[str, float]) -> str:
-    lines = [
-        ("ltxv_queue_depth", "gauge", "jobs waiting for a worker", s["queued"]),
-        ("ltxv_jobs_running", "gauge", "jobs being generated", s["running"]),
-        ("ltxv_workers", "gauge", "live workers", s["workers"]),
-        ("ltxv_jobs_completed_total", "counter", "jobs completed", s["completed"]),
-        ("ltxv_jobs_failed_total", "counter", "jobs failed (cancelled included)", s["failed"]),
-        ("ltxv_denoise_steps_total", "counter", "denoising steps of completed jobs", s["steps"]),
-        ("ltxv_denoise_step_seconds_total", "counter", "seconds spent in those steps", s["step_seconds"]),
-    ]
-    out = []
-    for name, kind, help_, value in lines:
-        out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
-    return "\n".join(out) + "\n"
 
 
 def _sweeper(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig, stop: threading.Event) -> None:

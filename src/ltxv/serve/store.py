@@ -30,14 +30,33 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
-State = Literal["queued", "running", "completed", "failed"]
-TERMINAL = ("completed", "failed")
-Heartbeat = Literal["ok", "cancel", "lost"]
-DEFAULT_MAX_ATTEMPTS = 3
+from ltxv.serve.jobs import (
+    DEFAULT_MAX_ATTEMPTS,
+    TERMINAL,
+    Claim,
+    Event,
+    Heartbeat,
+    IdempotencyConflict,
+    Job,
+    JobStore,
+    QueueFull,
+)
+
+__all__ = [
+    "TERMINAL",
+    "Claim",
+    "Clock",
+    "Event",
+    "IdempotencyConflict",
+    "Job",
+    "JobStore",
+    "QueueFull",
+    "SqliteJobStore",
+]
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -83,14 +102,6 @@ CREATE TABLE IF NOT EXISTS workers (
 _EXPIRED = "(lease_epoch IS NOT :epoch OR lease_until < :now)"
 
 
-class QueueFull(Exception):
-    """The queue holds ``max_queue`` jobs already: try later."""
-
-
-class IdempotencyConflict(Exception):
-    """An ``Idempotency-Key`` reused with a different request."""
-
-
 class Clock:
     """Lease time: ``time.monotonic`` tagged with the boot id (see the module docstring); ``wall`` for display."""
 
@@ -106,80 +117,6 @@ class Clock:
 
     def wall(self) -> float:
         return time.time()
-
-
-@dataclass(frozen=True)
-class Job:
-    id: str
-    model: str
-    state: State
-    request: dict[str, Any]  # the job spec (``ltxv.serve.jobspec``), JSON
-    created_at: float
-    started_at: float | None
-    completed_at: float | None
-    attempt: int
-    max_attempts: int
-    progress: int
-    status: dict[str, Any]  # live fields reported by the worker: stage, pass, step, steps, timings
-    error: dict[str, Any] | None
-    output: dict[str, Any] | None  # file names inside the job's output folder
-    cancel_requested: bool
-    lease_owner: str | None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A worker's hold on one attempt of a job: the fence every later write of that worker is checked against."""
-
-    job: Job
-    attempt: int
-    owner: str
-
-
-@dataclass(frozen=True)
-class Event:
-    job_id: str
-    seq: int  # 1, 2, ... per job: the SSE event id
-    ts: float
-    type: str  # queued | started | progress | preview | retrying | completed | failed
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-class JobStore(Protocol):
-    """What the API and the workers need from a store. :class:`SqliteJobStore` is the implementation; the cluster
-    deployment puts one behind an actor with the same methods."""
-
-    def submit(
-        self,
-        job_id: str,
-        model: str,
-        request: dict[str, Any],
-        *,
-        idempotency_key: str | None = None,
-        fingerprint: str | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        max_queue: int | None = None,
-    ) -> tuple[Job, bool]: ...
-    def claim(self, owner: str, lease_s: float, models: Sequence[str] | None = None) -> Claim | None: ...
-    def heartbeat(
-        self,
-        claim: Claim,
-        lease_s: float,
-        *,
-        progress: int | None = None,
-        status: dict[str, Any] | None = None,
-        event: tuple[str, dict[str, Any]] | None = None,
-    ) -> Heartbeat: ...
-    def check(self, claim: Claim) -> Heartbeat: ...
-    def complete(self, claim: Claim, output: dict[str, Any], status: dict[str, Any] | None = None) -> str: ...
-    def fail(self, claim: Claim, error: dict[str, Any], *, retryable: bool = False) -> str: ...
-    def release(self, claim: Claim) -> bool: ...
-    def cancel(self, job_id: str) -> Job | None: ...
-    def delete(self, job_id: str) -> bool: ...
-    def get(self, job_id: str) -> Job | None: ...
-    def list(self, *, after: str | None = None, limit: int = 20, order: str = "desc") -> tuple[list[Job], bool]: ...
-    def events(self, job_id: str, after_seq: int = 0) -> list[Event]: ...
-    def stats(self) -> dict[str, float]: ...
 
 
 class SqliteJobStore:
