@@ -7,6 +7,8 @@ failpoint: the process SIGKILLs itself there (``LTXV_SERVE_FAILPOINT``)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -197,3 +199,51 @@ def test_kill_everything_at_once_then_restart(cluster: Cluster) -> None:
     for w in workers:
         cluster.procs.kill(w)
     assert_store_consistent(cluster.store, StoreDir(cluster.root))
+
+
+@pytest.mark.slow
+def test_ltxv_serve_restarts_a_dead_worker_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    """The real command on the offline model: a job completes, its worker is SIGKILLed and the service starts
+    another, the next job completes, and SIGTERM stops the API and its workers."""
+    procs = Processes(tmp_path / "logs")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    store_dir = tmp_path / "s"
+    try:
+        serve = procs.start(["-m", "ltxv.serve.cli", "serve", "--store", str(store_dir), "--port", str(port)], "serve")
+        wait_for(lambda: store_dir.joinpath("jobs.sqlite3").exists(), 120, "the store")
+        store = SqliteJobStore(StoreDir(store_dir).db)
+        first = wait_for(lambda: store.live_workers(), 300, "a live worker")[0]["pid"]
+
+        def run_one(prompt: str) -> dict:
+            job_id = httpx.post(f"{url}/v1/videos", data={"prompt": prompt, "size": "64x64", "num_frames": "9"}).json()[
+                "id"
+            ]
+
+            def done() -> dict | None:
+                job = httpx.get(f"{url}/v1/videos/{job_id}").json()
+                return job if job["status"] in ("completed", "failed") else None
+
+            return wait_for(done, 120, prompt)
+
+        assert run_one("before")["status"] == "completed"
+        os.kill(first, signal.SIGKILL)
+        second = wait_for(lambda: [w["pid"] for w in store.live_workers() if w["pid"] != first], 300, "a new worker")[0]
+        assert run_one("after")["status"] == "completed"
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0
+        wait_for(lambda: not _alive(second), 30, "the worker to stop")
+    except BaseException:
+        print(procs.logs())
+        raise
+    finally:
+        procs.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped by its parent) is not alive
+        return f.read().split(") ")[-1][0] != "Z"

@@ -13,6 +13,7 @@ service process dies.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,10 +163,22 @@ def cmd_serve(a: argparse.Namespace) -> None:
         suggested={"size": "96x64", "num_frames": 17} if small else {"size": "704x480", "num_frames": 97},
     )
     app = create_app(store, layout, config)
+
+    class _Server(uvicorn.Server):
+        """uvicorn re-raises SIGINT/SIGTERM once it has shut down, which would end this process before its workers
+        are stopped: here the signal only stops the server, then the workers are stopped and serve returns."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+
     supervisor = Supervisor([sys.executable, "-m", "ltxv.serve.cli", "worker", *argv], a.workers)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=a.host, port=a.port, log_level="info", timeout_graceful_shutdown=5)
-    )
+    server = _Server(uvicorn.Config(app, host=a.host, port=a.port, log_level="info", timeout_graceful_shutdown=5))
     supervisor.on_fatal = lambda: setattr(server, "should_exit", True)
     supervisor.start()
     log.info("serving %s on http://%s:%d with %d worker(s); store %s", model_id, a.host, a.port, a.workers, layout.root)

@@ -501,6 +501,12 @@ class SqliteJobStore:
                 ),
             )
 
+    def live_workers(self) -> list[dict[str, Any]]:
+        rows = self._con().execute(
+            "SELECT * FROM workers WHERE epoch = ? AND alive_until >= ?", (self.clock.epoch, self.clock.now())
+        )
+        return [{"id": r["id"], "pid": r["pid"], "host": r["host"], "models": json.loads(r["models"])} for r in rows]
+
     def worker_gone(self, worker: str) -> None:
         with self._write() as con:
             con.execute("DELETE FROM workers WHERE id = ?", (worker,))
