@@ -21,6 +21,7 @@ from serve_support import TOKEN, service_config  # noqa: E402
 from ltxv.serve.api import create_app  # noqa: E402
 from ltxv.serve.fake import FakeEngine  # noqa: E402
 from ltxv.serve.files import StoreDir  # noqa: E402
+from ltxv.serve.jobspec import Limits  # noqa: E402
 from ltxv.serve.store import SqliteJobStore  # noqa: E402
 from ltxv.serve.worker import Worker, WorkerConfig  # noqa: E402
 
@@ -30,7 +31,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     layout = StoreDir(tmp_path_factory.mktemp("schema"))
     store = SqliteJobStore(layout.db)
     # As bound to a public address: a token, no loopback Host check (the ASGI client sends Host: testserver).
-    application = create_app(store, layout, service_config(token=TOKEN, loopback=False))
+    # Small caps, so the jobs schemathesis creates (the fake engine renders each one) stay small.
+    limits = Limits(max_pixels=128 * 128, max_frames=17, max_upload_bytes=4 * 2**20)
+    application = create_app(store, layout, service_config(token=TOKEN, loopback=False, limits=limits))
     stop = threading.Event()  # a fast worker, so event streams of created jobs end
     worker = Worker(
         SqliteJobStore(layout.db), FakeEngine(step_s=0.0, steps=2), layout, WorkerConfig(poll_s=0.01, preview_s=0)

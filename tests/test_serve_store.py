@@ -278,14 +278,16 @@ def parse(fields: dict[str, Any], files: set[str] = frozenset(), form: bool = Tr
         ({"prompt": "   "}, "prompt", "must not be empty"),
         ({"prompt": "x" * 2001}, "prompt", "at most 2000"),
         ({"size": "1920x1920"}, "size", "limit is 2088960"),
+        ({}, "size", "1216x704 (the default) has 856064 pixels; this server's limit is 65536"),
         ({"num_frames": "265"}, "num_frames", "limit is 257"),
         ({"conditioning": '[{"part": "img"}]'}, "conditioning", "'img', which was not uploaded"),
         ({"conditioning": "not json"}, "conditioning", "JSON list"),
     ],
 )
 def test_the_api_is_strict_and_names_the_field(fields: dict[str, Any], param: str, message: str) -> None:
+    limits = Limits(max_pixels=65536) if not fields else Limits()
     with pytest.raises(FieldError, match=re.escape(message)) as e:
-        parse({"prompt": "p", **fields})
+        parse({"prompt": "p", **fields}, limits=limits)
     assert e.value.param == param
 
 

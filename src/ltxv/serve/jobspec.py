@@ -121,8 +121,6 @@ def _size(v: Any, limits: Limits) -> tuple[int, int]:
     if w % 32 or h % 32 or not w or not h:
         near = f"{nearest_multiple(w, 32)}x{nearest_multiple(h, 32)}"
         raise FieldError("size", f"size {w}x{h}: width and height must be multiples of 32; the nearest is {near}")
-    if w * h > limits.max_pixels:
-        raise FieldError("size", f"size {w}x{h} has {w * h} pixels; this server's limit is {limits.max_pixels}")
     return w, h
 
 
@@ -185,6 +183,9 @@ def parse_fields(
         raise FieldError("model", f"unknown model {model!r}; this server serves {', '.join(models)}")
     spec["model"] = model
     w, h = _size(fields["size"], limits) if "size" in fields else (d.width, d.height)
+    if w * h > limits.max_pixels:  # the default size too
+        what = "" if "size" in fields else " (the default)"
+        raise FieldError("size", f"size {w}x{h}{what} has {w * h} pixels; this server's limit is {limits.max_pixels}")
     spec |= {"width": w, "height": h}
     fps = _float("fps", fields["fps"], 0.0, 240.0, open_low=True) if "fps" in fields else d.frame_rate
     spec["fps"] = fps
