@@ -61,6 +61,7 @@ def load_engine(
     names: tuple[str, ...],
     default_recipe: Recipe,
     preview_cache: Path | None,
+    fit_clips: int = 8,
 ) -> PipelineEngine:
     """Load the pipeline (``load_pipeline``'s arguments in ``models``) and its preview map (fitted once per model,
     cached in ``preview_cache``; no previews when it is None)."""
@@ -70,5 +71,5 @@ def load_engine(
     preview = None
     if preview_cache is not None:
         with pipe.residency.use(vae=pipe.models.vae):
-            preview = cached_latent_rgb(pipe.models.vae, models["checkpoint"], preview_cache)
+            preview = cached_latent_rgb(pipe.models.vae, models["checkpoint"], preview_cache, clips=fit_clips)
     return PipelineEngine(pipe, names, default_recipe, preview)

@@ -138,7 +138,9 @@ def fit_latent_rgb(
     return solve(z, rgb)
 
 
-def cached_latent_rgb(vae: VideoVAE, checkpoint: str | Path, cache: Path, fit: bool = True) -> LatentRGB | None:
+def cached_latent_rgb(
+    vae: VideoVAE, checkpoint: str | Path, cache: Path, fit: bool = True, clips: int = 8
+) -> LatentRGB | None:
     """The map for the model in ``checkpoint``: from ``cache`` if fitted before, else fitted now and stored there."""
     path = Path(checkpoint)
     try:
@@ -154,7 +156,7 @@ def cached_latent_rgb(vae: VideoVAE, checkpoint: str | Path, cache: Path, fit: b
             log.warning("preview map %s cannot be read; fitting again", file)
     if not fit:
         return None
-    m = fit_latent_rgb(vae)
+    m = fit_latent_rgb(vae, clips=clips)
     m.save(file)
     file.with_suffix(".json").write_text(json.dumps({"checkpoint": str(path), "channels": int(m.weight.shape[0])}))
     log.info("preview map fitted for %s (%d channels), cached in %s", path.name, m.weight.shape[0], file)
