@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ltxv import cli
+from ltxv.cli.generate import build_request
 from ltxv.pipelines.presets import get_preset
 from ltxv.pipelines.request import RequestError
 from ltxv.serve.admission import check_request, parse_bytes
@@ -324,10 +325,10 @@ def test_defaults_are_the_cli_defaults_and_the_request_is_the_clis(tmp_path: Pat
     flags = ["generate", "--prompt", "a fox", "--width", "96", "--height", "64", "--num-frames", "17", "--seed", "3"]
     flags += ["--conditioning-media-paths", str(image), "--conditioning-start-frames", "8"]
     flags += ["--conditioning-strengths", "0.5"]
-    theirs = cli.build_request(cli.build_parser().parse_args(flags))
+    theirs = build_request(cli.build_parser().parse_args(flags))
     assert ours == theirs
     defaults = to_request(parse({"prompt": "a fox"}), tmp_path, get_preset(cli.DEFAULT_PRESET))
-    plain = cli.build_request(cli.build_parser().parse_args(["generate", "--prompt", "a fox", "--seed", "7"]))
+    plain = build_request(cli.build_parser().parse_args(["generate", "--prompt", "a fox", "--seed", "7"]))
     assert defaults == plain
 
 
@@ -356,7 +357,7 @@ def test_the_api_reports_the_clis_messages(tmp_path: Path, fields: dict[str, Any
         base += ["--conditioning-media-paths", str(image)]
         base += [] if "--conditioning-start-frames" in flags else ["--conditioning-start-frames", "0"]
     with pytest.raises(RequestError) as cli_error:
-        cli.build_request(cli.build_parser().parse_args(base + flags))
+        build_request(cli.build_parser().parse_args(base + flags))
     assert str(api_error.value) == str(cli_error.value)
     assert param_of(api_error.value) == next(iter(fields))
 

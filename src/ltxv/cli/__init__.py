@@ -21,7 +21,7 @@ from ltxv.pipelines.presets import DEFAULT_PRESET
 __all__ = ["COMMANDS", "DEFAULT_PRESET", "build_parser", "main", "output_file"]
 
 # Modules with a ``register(subparsers) -> None`` adding their subcommand(s); each sets ``run=`` on its parser.
-COMMANDS: tuple[str, ...] = ("ltxv.cli.generate", "ltxv.cli.demo")
+COMMANDS: tuple[str, ...] = ("ltxv.cli.generate", "ltxv.cli.demo", "ltxv.serve.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,6 +45,7 @@ def request_check(models: dict[str, Any], max_memory: int | None) -> Check:
     except ImportError:
         log.info("admission: the request checks and size caps only (no ltxv.pipelines.preflight for memory)")
         return check_request
+    log.info("admission: the preflight's checks (request, media, recipe vs model, memory) on every create")
     pf = Preflight.from_files(
         models["checkpoint"],
         models.get("upsampler"),
@@ -52,6 +53,7 @@ def request_check(models: dict[str, Any], max_memory: int | None) -> Check:
         dtype=models["dtype"],
         device=models["device"],
         residency=models["residency"],
+        quantize=models.get("quantize"),
         max_memory=max_memory,
     )
     return pf.check

@@ -32,8 +32,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from ltxv.errors import LtxvError
 from ltxv.pipelines.presets import PRESETS
-from ltxv.pipelines.request import GenerationRequest, Recipe, RequestError
+from ltxv.pipelines.request import GenerationRequest, Recipe
 from ltxv.serve.admission import Check, check_request
 from ltxv.serve.files import JOB_ID, PREVIEW, StoreDir, new_job_id, sweep
 from ltxv.serve.jobspec import FIELDS, MEDIA_FIELDS, Limits, param_of, parse_fields, to_request
@@ -225,8 +226,8 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
             config.check(request)
         except UnsupportedMedia as e:
             raise ApiError(415, str(e), param=e.param, code="unsupported_media_type") from None
-        except RequestError as e:
-            raise ApiError(400, str(e), param=param_of(e), code="invalid_value") from None
+        except LtxvError as e:  # the request's own checks, the preflight's (media, recipe vs model, memory)
+            raise ApiError(400, str(e), param=param_of(e), code=getattr(e, "code", None) or "invalid_value") from None
         try:
             job, created = store.submit(
                 job_id,

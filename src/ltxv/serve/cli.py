@@ -30,7 +30,7 @@ from ltxv.pipelines.request import RequestError
 
 log = logging.getLogger(__name__)
 DEMO_MODEL = "ltxv-demo"
-_SERVE_ONLY = ("host", "port", "workers", "token", "max_pixels", "max_frames", "max_memory", "max_queue", "max_upload")
+_SERVE_ONLY = ("host", "port", "workers", "token", "max_pixels", "max_frames", "max_queue", "max_upload")
 _SERVE_ONLY += ("max_attempts", "sweep_grace_s")
 _NOT_FLAGS = ("command", "run", "store", "lease_s")
 
@@ -45,7 +45,6 @@ def add_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     s.add_argument("--max-pixels", type=int, help="largest width x height accepted (default 1920x1088)")
     s.add_argument("--max-frames", type=int, help="most frames accepted (default 257)")
     s.add_argument("--max-upload", help="largest request body, e.g. 100MiB (default)")
-    s.add_argument("--max-memory", help="refuse jobs whose device-memory estimate exceeds this, e.g. 24GiB")
     s.add_argument("--max-queue", type=int, default=1000, help="queued jobs before create answers 429")
     s.add_argument("--max-attempts", type=int, default=3, help="worker deaths a job may cause before worker_lost")
     s.add_argument("--sweep-grace-s", type=float, default=3600.0, help=argparse.SUPPRESS)
@@ -56,6 +55,14 @@ def add_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     s.set_defaults(run=cmd_serve)
     w.set_defaults(run=cmd_worker)
     return s, w
+
+
+def register(sub: Any) -> None:
+    """``ltxv serve`` and ``ltxv worker`` with the model flags every model-running command shares."""
+    from ltxv.cli.flags import add_model_flags
+
+    for p in add_parsers(sub):
+        add_model_flags(p)
 
 
 def offline_model(folder: Path) -> tuple[str, str, str]:
@@ -144,7 +151,6 @@ def cmd_serve(a: argparse.Namespace) -> None:
         lim = {"max_pixels": a.max_pixels, "max_frames": a.max_frames}
         lim["max_upload_bytes"] = None if a.max_upload is None else parse_bytes(a.max_upload)
         limits = Limits(**{k: v for k, v in lim.items() if v is not None})
-        max_memory = None if a.max_memory is None else parse_bytes(a.max_memory)
     except ValueError as e:
         raise RequestError(str(e)) from None
     small = model_id == DEMO_MODEL
@@ -158,7 +164,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
         loopback=is_loopback(a.host),
         max_queue=a.max_queue,
         max_attempts=a.max_attempts,
-        check=request_check(args, max_memory),
+        check=request_check(args, a.max_memory),
         sweep_grace_s=a.sweep_grace_s,
         suggested={"size": "96x64", "num_frames": 17} if small else {"size": "704x480", "num_frames": 97},
     )

@@ -282,27 +282,19 @@ def to_request(spec: dict[str, Any], inputs: Path, default: Recipe) -> Generatio
     )
 
 
-# Request fields -> the wire field a message about them names.
-_PARAMS = {
-    "height": "size",
-    "width": "size",
-    "frame_rate": "fps",
-    "num_frames": "num_frames",
-    "conditioning": "conditioning",
-    "denoise_strength": "denoise_strength",
-    "image_cond_noise_scale": "image_cond_noise_scale",
-    "input": "input_media",
-    "the": "input_media",
-    "prompt": "prompt",
-    "negative_prompt": "negative_prompt",
-    "num_inference_steps": "num_inference_steps",
-}
+# Request fields -> the wire fields that set them.
+_PARAMS = {"height": "size", "width": "size", "frame_rate": "fps", "input": "input_media", "the": "input_media"}
 
 
 def param_of(error: Exception) -> str | None:
-    """The wire field a :class:`RequestError` is about: its ``param`` if it has one, else read from the message
-    (the CLI's messages start with the request field's name)."""
-    if getattr(error, "param", None):
-        return error.param  # type: ignore[attr-defined]
-    first = str(error).split(" ", 1)[0].rstrip(":")
-    return _PARAMS.get(first)
+    """The wire field an error is about: its ``param`` (a request field: ``height``, ``conditioning[0].strength``,
+    ``recipe.first_pass.num_inference_steps``) translated to the field a client sent (``size``, ``conditioning``,
+    ``num_inference_steps``); without one, read from the message (the CLI's messages start with the field)."""
+    param = getattr(error, "param", None) or str(error).split(" ", 1)[0].rstrip(":")
+    head = re.split(r"[.\[]", param)[0]
+    if head == "recipe":
+        last = param.rsplit(".", 1)[-1]
+        return last if last in STEP_FIELDS else "preset"
+    if head in _PARAMS:
+        return _PARAMS[head]
+    return head if head in FIELDS or head in MEDIA_FIELDS or head in ("denoise_strength", "conditioning") else None

@@ -32,13 +32,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ltxv.io.video import MediaError
-from ltxv.pipelines.request import GenerationRequest, Recipe, RequestError
+from ltxv.errors import LtxvError
+from ltxv.pipelines.request import GenerationRequest, Recipe
 from ltxv.serve.admission import check_request
 from ltxv.serve.files import PREVIEW, StoreDir, new_job_id, publish
 from ltxv.serve.jobspec import param_of, to_request
 from ltxv.serve.store import Claim, SqliteJobStore
-from ltxv.weights.errors import LoadError
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +188,7 @@ class Worker:
         try:
             request = to_request(job.request, self.layout.job_inputs(job.id), self.engine.default_recipe)
             check_request(request)
-        except RequestError as e:
+        except LtxvError as e:
             return self.store.fail(claim, _error("invalid_request", str(e), param_of(e)))
         keeper = _Keeper(self.store, claim, self.config)
         keeper.start()
@@ -259,7 +258,7 @@ class Worker:
             return "released"
         except _OutputError as e:
             return store.fail(claim, _error("output_write_failed", f"the output could not be written: {e}"))
-        except (RequestError, MediaError, LoadError) as e:  # the request's own media, the model files
+        except LtxvError as e:  # the request's own media, the model files, the device
             return store.fail(claim, _error("invalid_request", str(e), param_of(e)))
         except Exception as e:
             log.exception("job %s attempt %d failed", job.id, claim.attempt)
