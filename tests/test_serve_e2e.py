@@ -65,7 +65,10 @@ def written(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
     real = video.write_mp4
 
     def spy(path: Any, arr: Any, fps: float, **kw: Any) -> Any:
-        frames.append(np.array(arr, copy=True))
+        as_uint8 = (
+            arr if getattr(arr, "dtype", None) in (np.uint8, torch.uint8) else video.to_uint8(torch.as_tensor(arr))
+        )
+        frames.append(np.array(as_uint8, copy=True))
         return real(path, arr, fps, **kw)
 
     monkeypatch.setattr(video, "write_mp4", spy)

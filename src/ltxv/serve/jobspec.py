@@ -290,6 +290,8 @@ def param_of(error: Exception) -> str | None:
     """The wire field an error is about: its ``param`` (a request field: ``height``, ``conditioning[0].strength``,
     ``recipe.first_pass.num_inference_steps``) translated to the field a client sent (``size``, ``conditioning``,
     ``num_inference_steps``); without one, read from the message (the CLI's messages start with the field)."""
+    if isinstance(error, FieldError):  # already a wire field
+        return error.param
     param = getattr(error, "param", None) or str(error).split(" ", 1)[0].rstrip(":")
     head = re.split(r"[.\[]", param)[0]
     if head == "recipe":
