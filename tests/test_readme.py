@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from ltxv import cli
 
@@ -25,8 +26,14 @@ SUBSTITUTIONS = (
 SKIPPED = ("pip install", "bash scripts/test.sh")  # installing, and this very suite
 
 
-def blocks(lang: str) -> list[str]:
-    return re.findall(rf"^```{lang}\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+SERVING = "## Serving"  # that section's blocks talk to a live server: test_readme_serving_examples_run runs them
+
+
+def blocks(lang: str, *, serving: bool = False) -> list[str]:
+    """The README's ``lang`` blocks outside the serving section (or, with ``serving``, in it)."""
+    sections = re.split(r"^(?=## )", README.read_text(), flags=re.M)
+    text = "".join(s for s in sections if s.startswith(SERVING) == serving)
+    return re.findall(rf"^```{lang}\n(.*?)^```", text, flags=re.S | re.M)
 
 
 def substituted(lang: str, code: str, used: set[int]) -> str:
@@ -114,3 +121,43 @@ def test_readme_commands_run(offline_hub: Path, capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert "denoise pass 1/2" in err and "denoise pass 2/2" in err  # labelled bars
     assert "Loading weights" not in err and "LOAD REPORT" not in err  # transformers' own noise, silenced
+
+
+def test_readme_serving_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serving section's curl lines and SDK example against a live API (a fast stand-in engine behind it); the
+    ``ltxv serve`` / ``ltxv worker`` commands themselves are run by tests/test_serve_*.py."""
+    import json
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from serve_support import live_server, thread_workers, wait_for
+
+    from ltxv.io.video import write_png
+
+    bash, python = blocks("bash", serving=True), blocks("python", serving=True)
+    assert bash and python
+    monkeypatch.chdir(tmp_path)
+    write_png(tmp_path / "first-frame.png", torch.rand(64, 96, 3))
+    with live_server(tmp_path / "store") as live, thread_workers(live, 1):
+        host = live.url.removeprefix("http://")
+        curl = [
+            line.split("#")[0].strip()
+            for block in bash
+            for line in block.replace("\\\n", " ").splitlines()
+            if line.startswith("curl")
+        ]
+        assert len(curl) >= 4
+        first_id = ""
+        for command in curl:
+            command = command.replace("localhost:8000", host).replace("127.0.0.1:8000", host)
+            command = command.replace("video_...", first_id)
+            out = subprocess.run(shlex.split(command), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, (command, out.stderr)
+            if not first_id:  # the create: wait for it, so the later lines see a finished job
+                first_id = json.loads(out.stdout)["id"]
+                wait_for(lambda i=first_id: live.store.get(i).state == "completed", 60, "the curl job")  # type: ignore[union-attr]
+        namespace: dict[str, Any] = {}
+        for block in python:
+            exec(compile(block.replace("http://127.0.0.1:8000", live.url), str(README), "exec"), namespace)
+    assert namespace["video"].status == "completed" and (tmp_path / "out.mp4").stat().st_size > 0
