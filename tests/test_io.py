@@ -81,6 +81,16 @@ def test_mp4_reads_back_with_pyav(tmp_path: Path) -> None:
     assert float(_decode(write_mp4(tmp_path / "n.mp4", gray[:2], 23.976))[1][4]) == 23.976
 
 
+def test_mp4_of_the_same_frames_is_the_same_file(tmp_path: Path) -> None:
+    """libx264 with its CPU-specific choices wrote 3 different files in 60 writes of one clip on this busy machine;
+    the writer asks for ``cpu-independent`` encoding so the bytes depend on the frames alone."""
+    g = torch.Generator().manual_seed(0)
+    blocks = torch.rand(17, 8, 12, 3, generator=g)  # 8x8-pixel blocks of random colour: every macroblock differs
+    frames = to_uint8(blocks.repeat_interleave(8, 1).repeat_interleave(8, 2))
+    files = {write_mp4(tmp_path / f"{i}.mp4", frames, 24).read_bytes() for i in range(20)}
+    assert len(files) == 1
+
+
 def test_mp4_odd_size_is_padded_by_edge_repeat(tmp_path: Path) -> None:
     frames = np.repeat(to_uint8(_gradient_video(3, 33, 47))[..., :2], (2, 1), axis=-1)  # yellow: little chroma
     back, meta = _decode(write_mp4(tmp_path / "odd.mp4", frames, 8))
