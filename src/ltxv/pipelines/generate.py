@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,6 +33,9 @@ from ltxv.runtime.residency import Residency
 from ltxv.sampling.latent_ops import adain
 from ltxv.text.t5 import TextEncoder
 from ltxv.weights.load import Models, load_models
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +56,19 @@ class Pipeline:
         residency: str = "resident",
         compile: bool = False,
         max_memory: int | None = None,
+        group: ProcessGroup | None = None,
     ) -> None:
         """``residency``: see :mod:`ltxv.runtime.residency` (the models are expected where its ``home`` says, as
         :func:`load_pipeline` puts them). ``compile``: ``torch.compile`` the transformer; the compile time is kept
         apart in ``compile_stats``. ``max_memory``: the device bytes a run may use (default: what the device has
-        free); ``generate`` refuses a request whose estimate does not fit before it computes anything."""
+        free); ``generate`` refuses a request whose estimate does not fit before it computes anything. ``group``:
+        run every request on all ranks of this process group, the video tokens split over them (:mod:`ltxv.parallel`);
+        every rank calls ``generate`` with the same request."""
+        if compile and group is not None:
+            raise ValueError("compile and a process group do not go together yet: the split call runs eagerly")
         self.models = models
         self.text_encoder = text_encoder
+        self.group = group
         self.device = torch.device(device)
         self.residency = Residency(self.device, residency)
         self.preflight = Preflight.for_models(
@@ -75,7 +85,11 @@ class Pipeline:
     def transformer_call(self, request: GenerationRequest, pass_index: int) -> CallTransformer | None:
         """How the denoiser of a pass evaluates the transformer (None: a plain call). Made anew for every pass, so
         a wrapper with state (step caching) starts clean in each."""
-        return None
+        if self.group is None:
+            return None
+        from ltxv.parallel.sequence import SequenceParallel
+
+        return SequenceParallel(self.group)
 
     def scheduler_config(self, sampler: str) -> SchedulerConfig:
         return preflight.scheduler_config(self.models.config, sampler)
@@ -170,6 +184,7 @@ def load_pipeline(
     quantize: str | None = None,
     compile: bool = False,
     max_memory: int | None = None,
+    group: ProcessGroup | None = None,
 ) -> Pipeline:
     """Load the models once; call ``generate`` as often as needed. Names of released files resolve via the hub.
 
@@ -181,15 +196,16 @@ def load_pipeline(
     linears quantised to float8_e4m3fn as they are read (fp8 files load as stored anyway). ``compile``:
     ``torch.compile`` the transformer (opt-in; its compile time is reported apart, ``Pipeline.compile_stats``).
     ``max_memory``: see :class:`Pipeline`. The VAE encoder is read from the checkpoint on the first request that
-    encodes media (``lazy_vae_encoder``)."""
+    encodes media (``lazy_vae_encoder``). ``group``: a ``torch.distributed`` process group to split every request's
+    tokens over (see :class:`Pipeline`)."""
     checked = Preflight.from_files(
         checkpoint, upsampler, text_encoder, dtype=dtype, device=device, residency=residency, quantize=quantize
     )
     checked.max_memory = max_memory
-    return load_checked(checked, compile=compile)
+    return load_checked(checked, compile=compile, group=group)
 
 
-def load_checked(checked: Preflight, *, compile: bool = False) -> Pipeline:
+def load_checked(checked: Preflight, *, compile: bool = False, group: ProcessGroup | None = None) -> Pipeline:
     """Load the files a :meth:`Preflight.from_files` checked, as it was told to (dtype, device, residency, quantize,
     max_memory): the CLI checks its request against the preflight first, then loads."""
     files, device, residency = checked.files, checked.device, checked.residency
@@ -206,4 +222,6 @@ def load_checked(checked: Preflight, *, compile: bool = False) -> Pipeline:
     encoder = TextEncoder.from_pretrained(
         files["text_encoder"], dtype=checked.dtype, device=policy.home("text_encoder")
     )  # type: ignore[arg-type]
-    return Pipeline(models, encoder, device, residency=residency, compile=compile, max_memory=checked.max_memory)
+    return Pipeline(
+        models, encoder, device, residency=residency, compile=compile, max_memory=checked.max_memory, group=group
+    )
