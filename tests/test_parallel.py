@@ -220,3 +220,25 @@ def test_attention_core_is_a_self_attention_seam() -> None:
 def test_mode_is_checked_up_front() -> None:
     with pytest.raises(ValueError, match="auto, ulysses, ring"):
         SequenceParallel(None, mode="tree")  # type: ignore[arg-type]
+
+
+def test_closed_form_at_the_real_13b_shape() -> None:
+    """The benchmark's table, one row by hand: 13B (48 x 4096), 1216x704x257 = 33 x 22 x 38 tokens, dev guidance (3
+    rows), 2 ranks, bf16: each block moves q, k, v and the output, half of each across, 2 bytes an element."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import parallel_volume
+
+    row = next(
+        r
+        for r in parallel_volume.closed_form()
+        if (r["model"], r["clip"], r["branches"], r["ranks"], r["mode"]) == ("13b", "1216x704x257", 3, 2, "ulysses")
+    )
+    n = 33 * 22 * 38
+    assert row["tokens"] == n == 27588
+    attention = 48 * 4 * 3 * n * 4096 // 2 * 2
+    gather = 2 * 1 * 3 * (n // 2) * 128 * 2
+    assert row["bytes_per_step"] == attention + gather
+    assert 65.0e9 < row["bytes_per_step"] < 65.2e9
