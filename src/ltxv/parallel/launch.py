@@ -120,3 +120,23 @@ def _rank_main(
         torch.save(result, Path(tmp) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def run_command(argv: list[str], ranks: int, device: str | None) -> int:
+    """``ltxv generate ... --parallel K``: the same command on K fresh local ranks (each finds its process group
+    already made, as under torchrun; rank 0 writes the output). Returns the worst exit status."""
+    cuda = device.startswith("cuda") if device else torch.cuda.is_available()
+    if cuda and torch.cuda.device_count() < ranks:
+        raise ValueError(f"--parallel {ranks} needs {ranks} GPUs, this machine has {torch.cuda.device_count()}")
+    return max(run_local(_command_rank, ranks, argv, device="cuda" if cuda else "cpu"))
+
+
+def _command_rank(group: dist.ProcessGroup, argv: list[str]) -> int:
+    from ltxv.cli import main
+
+    return main(argv)
+
+
+def rank() -> int:
+    """This process's rank in the default group (0 when there is none)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
