@@ -1,0 +1,113 @@
+"""Jobs per minute of ``ltxv serve --ray`` with 1 and 2 CPU worker actors (one torch thread each) on the offline model.
+
+Each run is the real command in its own process (a fresh local Ray instance, the store actor, the API on loopback),
+warmed with one job per actor, then ``--jobs`` jobs submitted at once through the API (OpenAI ``/v1/videos`` JSON)
+and timed from the first submission to the last completion. Reports jobs per minute per actor count and the ratio
+2 actors / 1 (the target is >= 1.8).
+
+    python benchmarks/ray_throughput.py --jobs 12 --json ray.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+TOKEN = "bench-token"
+PROMPT = "a red kite over green hills"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(client: httpx.Client, ids: list[str], timeout: float) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = [client.get(f"/v1/videos/{i}").json() for i in ids]
+        if all(j["status"] in ("completed", "failed") for j in jobs):
+            return jobs
+        time.sleep(0.2)
+    raise TimeoutError(f"{len(ids)} jobs did not finish in {timeout} s")
+
+
+def run(actors: int, jobs: int, job: dict, timeout: float) -> dict:
+    port = _port()
+    with tempfile.TemporaryDirectory(prefix="ltxv-ray-bench-") as tmp:
+        argv = [sys.executable, "-m", "ltxv", "serve", "--ray", "--workers", str(actors), "--port", str(port)]
+        argv += ["--store", str(Path(tmp) / "store"), "--token", TOKEN, "--device", "cpu", "--dtype", "float32"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        with open(Path(tmp) / "serve.log", "wb") as log:
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as c:
+                deadline = time.monotonic() + timeout
+                while True:
+                    try:
+                        if c.get("/healthz").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("ltxv serve --ray did not start:\n" + (Path(tmp) / "serve.log").read_text())
+                    time.sleep(0.5)
+                warm = [c.post("/v1/videos", json={**job, "seed": 1000 + i}).json()["id"] for i in range(actors)]
+                _wait(c, warm, timeout)  # every actor has loaded its model and run one job
+                t0 = time.perf_counter()
+                ids = [c.post("/v1/videos", json={**job, "seed": i}).json()["id"] for i in range(jobs)]
+                done = _wait(c, ids, timeout)
+                seconds = time.perf_counter() - t0
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    completed = sum(j["status"] == "completed" for j in done)
+    return {
+        "actors": actors,
+        "jobs": jobs,
+        "completed": completed,
+        "seconds": seconds,
+        "jobs_per_min": 60 * jobs / seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, default=12)
+    p.add_argument("--size", default="384x256", help="width x height of every job")
+    p.add_argument("--frames", type=int, default=33)
+    p.add_argument("--timeout", type=float, default=900.0)
+    p.add_argument("--json")
+    a = p.parse_args(argv)
+    job = {"prompt": PROMPT, "size": a.size, "num_frames": a.frames}
+    runs = [run(n, a.jobs, job, a.timeout) for n in (1, 2)]
+    ratio = runs[1]["jobs_per_min"] / runs[0]["jobs_per_min"]
+    for r in runs:
+        print(
+            f"{r['actors']} actor(s): {r['completed']}/{r['jobs']} jobs in {r['seconds']:.1f} s = {r['jobs_per_min']:.1f}/min"
+        )
+    print(f"2 actors / 1: {ratio:.2f}x (target >= 1.8)")
+    result = {"job": job, "runs": runs, "ratio_2_over_1": ratio, "target": 1.8, "pass": ratio >= 1.8}
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
