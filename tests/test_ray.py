@@ -175,7 +175,7 @@ def test_a_dead_nodes_jobs_come_back_after_their_leases(two_nodes, tmp_path: Pat
         remote = RayWorkers(_spec(), 1, options={"resources": {"side": 0.01}})
         remote.start()
         try:
-            side_pid = ray.get(remote.actors[0].where.remote(), timeout=120)["pid"]
+            side_pid = ray.get(remote.actors[0][0].where.remote(), timeout=120)["pid"]
             ids = [svc.submit(seed=s) for s in (1, 2, 3, 4)]
             on_side = wait_for(
                 lambda: next(
@@ -211,3 +211,26 @@ def test_a_missing_model_file_stops_that_worker_not_the_job(cluster, tmp_path: P
             bad.stop(timeout_s=10)
     assert job.state == "completed" and job.attempt == 1
     assert len(bad.errors) == 1 and "absent.safetensors: no such file" in bad.errors[0]
+
+
+@pytest.mark.slow
+def test_a_worker_on_two_ranks_runs_each_job_on_both(cluster, tmp_path: Path) -> None:
+    """One worker owning two CPU "devices" (a placement group of two bundles, gloo): its jobs run sequence-parallel
+    on both ranks and give the single-machine video; a job cancelled mid-way stops both ranks at the same step, so
+    the next job runs normally (no rank is left in a collective)."""
+    with service(tmp_path / "store", 0) as svc:
+        gang = RayWorkers(_spec(ranks=2), 1)
+        gang.start()
+        try:
+            first = svc.submit(seed=1, num_inference_steps=40)
+            wait_for(lambda: svc.store.get(first).progress > 5, 120, "the long job to be mid-way")
+            assert svc.client.post(f"/v1/videos/{first}/cancel").status_code == 200
+            ids = [svc.submit(seed=1), svc.submit(seed=2)]
+            jobs = svc.wait([first, *ids], timeout=240)
+            video = svc.client.get(f"/v1/videos/{ids[0]}/content").content
+        finally:
+            gang.stop(timeout_s=30)
+        assert jobs[0].state == "failed" and jobs[0].error["code"] == "cancelled"
+        assert [j.state for j in jobs[1:]] == ["completed"] * 2
+        assert gang.restarts == 0
+    assert video == _single_machine_video(tmp_path / "single", seed=1)

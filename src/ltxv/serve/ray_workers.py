@@ -48,6 +48,7 @@ class ActorSpec:
     offline: bool = False  # serve the offline model, written on each node
     shared_root: str | None = None  # the store folder, when every node mounts it at this path
     threads: int | None = None  # torch threads (CPU actors)
+    ranks: int = 1  # devices (actors) per worker: each job runs on all of them, its tokens split
 
 
 class RayWorker(Worker):
@@ -113,29 +114,62 @@ def _upload(store: RayJobStore, layout: StoreDir, job_id: str, name: str) -> Non
 
 
 class WorkerActor:
-    """One worker (run as a Ray actor by :class:`RayWorkers`)."""
+    """One rank of a worker (run as a Ray actor by :class:`RayWorkers`): the worker itself when ``ranks`` is 1, else
+    rank 0 (the worker loop) or a follower (:mod:`ltxv.serve.ray_gang`) of a worker on ``ranks`` devices."""
 
-    def __init__(self, spec: ActorSpec) -> None:
+    def __init__(self, spec: ActorSpec, rank: int = 0) -> None:
         import torch
 
         if spec.threads:
             torch.set_num_threads(spec.threads)
+        self.spec, self.rank = spec, rank
         self.stop_event = threading.Event()
-        self.error: str | None = None
         self.worker: RayWorker | None = None
-        scratch = Path(tempfile.mkdtemp(prefix="ltxv-ray-worker-"))
+        self.pipe: Any = None  # a follower's pipeline
+        self.group: Any = None
+        self.scratch = Path(tempfile.mkdtemp(prefix="ltxv-ray-worker-"))
+
+    def address(self) -> str:
+        """Where rank 0 listens for the other ranks of its worker (this node, a free port)."""
+        import ray
+
+        from ltxv.parallel.launch import free_port
+
+        return f"tcp://{ray.util.get_node_ip_address()}:{free_port()}"
+
+    def setup(self, address: str | None) -> dict[str, Any]:
+        """Join the worker's process group (``address`` of rank 0; None alone), then load the models on this node.
+        {"ok": True}, or {"error": ...} when this node lacks a model file (nothing was claimed)."""
+        spec = self.spec
+        if self.worker is not None or self.pipe is not None:  # set up already (a loop that returned runs again)
+            return {"ok": True}
         try:
-            self.worker = _make_worker(store_client(), spec, scratch)
-        except (LoadError, RequestError, OSError) as e:  # this node lacks a model file, or cannot read it
-            self.error = f"{socket.gethostname()}: {' '.join(str(e).split())}"
-            log.error("worker could not start: %s", self.error)
+            if spec.ranks > 1:
+                self.group = _join(address, self.rank, spec.ranks)  # type: ignore[arg-type]
+            if self.rank == 0:
+                self.worker = _make_worker(store_client(), spec, self.scratch, self.group)
+            else:
+                self.pipe = _load_pipeline(spec, self.group)
+        except (LoadError, RequestError, OSError) as e:  # a model file missing or unreadable on this node
+            error = f"{socket.gethostname()}: {' '.join(str(e).split())}"
+            log.error("worker could not start: %s", error)
+            return {"error": error}
+        return {"ok": True}
 
     def run(self, max_jobs: int | None = None) -> dict[str, Any]:
-        """The worker loop until :meth:`stop` (or ``max_jobs``); {"ran": n} or {"error": why it could not start}."""
-        if self.worker is None:
-            return {"error": self.error}
+        """Rank 0: the worker loop until :meth:`stop` (or ``max_jobs``), then the followers are released. A
+        follower: every job rank 0 sends. Returns {"ran": n}."""
+        if self.rank > 0:
+            from ltxv.serve.ray_gang import follow
+
+            return {"ran": follow(self.pipe, self.group)}
+        assert self.worker is not None, "setup first"
         self.stop_event.clear()
-        return {"ran": self.worker.run(self.stop_event, max_jobs=max_jobs)}
+        try:
+            return {"ran": self.worker.run(self.stop_event, max_jobs=max_jobs)}
+        finally:
+            if self.group is not None:
+                self.worker.engine.pipe.stop()
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -146,15 +180,54 @@ class WorkerActor:
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "host": socket.gethostname()}
 
 
-def _make_worker(store: RayJobStore, spec: ActorSpec, scratch: Path) -> RayWorker:
-    from ltxv.serve.engine import load_engine
+def _join(address: str, rank: int, ranks: int) -> Any:
+    import datetime
 
+    import torch.distributed as dist
+
+    from ltxv.parallel.launch import rank_device
+
+    device = rank_device(None, 0)  # Ray gives each rank actor its own GPU, seen as cuda:0
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    # A rank that fails on its own leaves the others waiting in a collective: past this they raise, and the gang
+    # is restarted (the job's lease brings it back).
+    timeout = datetime.timedelta(minutes=10)
+    dist.init_process_group(backend, init_method=address, rank=rank, world_size=ranks, timeout=timeout)
+    return dist.group.WORLD
+
+
+def _load_args(spec: ActorSpec) -> dict[str, Any]:
     load = dict(spec.load)
     if spec.offline:  # the same seeded weights on every node: identical to the single-machine worker's
         from ltxv.serve.cli import offline_model
 
         load["checkpoint"], load["upsampler"], load["text_encoder"] = offline_model(_node_cache() / "offline-model")
+    return load
+
+
+def _load_pipeline(spec: ActorSpec, group: Any) -> Any:
+    from ltxv.pipelines.generate import load_pipeline
+
+    return load_pipeline(**_load_args(spec), group=group)
+
+
+def _make_worker(store: RayJobStore, spec: ActorSpec, scratch: Path, group: Any = None) -> RayWorker:
+    from ltxv.serve.engine import load_engine
+
+    load = _load_args(spec)
+    if group is not None:
+        load["group"] = group
     engine = load_engine(load, names=spec.names, default_recipe=spec.recipe, preview_cache=scratch / "preview-maps")
+    if group is not None:
+        from ltxv.serve.ray_gang import GangPipeline
+
+        engine.pipe = GangPipeline(engine.pipe, group)
     layout = StoreDir(spec.shared_root) if spec.shared_root else StoreDir(scratch)
     return RayWorker(store, engine, layout, spec.config, remote=spec.shared_root is None)
 
@@ -164,87 +237,130 @@ def _node_cache() -> Path:
 
 
 def actor_options(*, gpus: int) -> dict[str, Any]:
-    """Ray options of a worker actor: one GPU (``gpus=1``) or one CPU; restarted on death, never retried by Ray."""
+    """Ray options of a worker rank: one GPU (``gpus=1``) or one CPU; restarted on death, never retried by Ray."""
     resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
     return {**resources, "max_restarts": -1, "max_task_retries": 0, "max_concurrency": 2}
 
 
 class RayWorkers:
-    """The driver's side: ``n`` worker actors, each one's loop kept running, all stopped by :meth:`stop`.
+    """The driver's side: ``n`` workers of ``spec.ranks`` actors each, every worker's loop kept running, all
+    stopped by :meth:`stop`.
 
-    A ``run`` call that ends with the actor's death is made again once Ray has restarted the actor (its constructor
-    reloads the models; the job it held comes back through its lease). An actor that reports it could not start is
-    dropped with its reason logged; ``on_fatal`` is called once none is left."""
+    Each worker has a thread here that sets it up (the ranks join one process group and load their models, on one
+    node: a placement group with ``STRICT_PACK`` bundles), runs it, and after the death of any of its actors (Ray
+    restarts them; the job they held comes back through its lease) kills the rest of that worker's actors and sets
+    it up again. A worker that reports it cannot load its models is stopped with its reason logged; ``on_fatal``
+    is called once none is left."""
 
     def __init__(self, spec: ActorSpec, n: int, *, gpus: int = 0, options: dict[str, Any] | None = None) -> None:
         self.spec, self.n, self.gpus = spec, n, gpus
         self.options = options or {}  # more Ray actor options (e.g. custom resources that pick nodes)
-        self.actors: list[Any] = []
+        self.actors: list[list[Any]] = []  # per worker, its ranks' actors
         self.errors: list[str] = []
         self.restarts = 0
         self.on_fatal: Callable[[], None] = lambda: None
         self.shutdown_ray = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._supervise, name="ray-workers", daemon=True)
+        self._threads: list[threading.Thread] = []
+        self._alive = n
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        cls = ray.remote(WorkerActor).options(**actor_options(gpus=self.gpus), **self.options)
-        self.actors = [cls.remote(self.spec) for _ in range(self.n)]
-        self._thread.start()
+        actor = ray.remote(WorkerActor)
+        options = {**actor_options(gpus=self.gpus), **self.options}
+        k = self.spec.ranks
+        for _ in range(self.n):
+            if k == 1:
+                ranks = [actor.options(**options).remote(self.spec)]
+            else:  # the K ranks of one worker on one node
+                bundle = {"CPU": 1, **({"GPU": 1} if self.gpus else {})}
+                pg = ray.util.placement_group([bundle] * k, strategy="STRICT_PACK")
+                ranks = [
+                    actor.options(
+                        **options,
+                        scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=r),
+                    ).remote(self.spec, r)
+                    for r in range(k)
+                ]
+            self.actors.append(ranks)
+            t = threading.Thread(target=self._supervise, args=(ranks,), name="ray-worker", daemon=True)
+            self._threads.append(t)
+            t.start()
 
-    def _supervise(self) -> None:
+    def _supervise(self, ranks: list[Any]) -> None:
         import ray
         from ray.exceptions import ActorUnavailableError, RayActorError
 
-        running = {a.run.remote(): a for a in self.actors}
-        while running and not self._stop.is_set():
-            done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-            for ref in done:
-                actor = running.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except (RayActorError, ActorUnavailableError) as e:
-                    if getattr(e, "actor_init_failed", False):
-                        self._failed(actor, " ".join(str(e).split())[:500])
-                        continue
-                    if self._stop.is_set():
-                        continue
-                    self.restarts += 1
-                    log.warning(
-                        "a worker actor died (%s); its loop restarts once Ray has restarted it", type(e).__name__
-                    )
-                    self._stop.wait(1.0)
-                    running[actor.run.remote()] = actor
-                    continue
-                if "error" in result:
-                    self._failed(actor, result["error"])
-                elif not self._stop.is_set():
-                    running[actor.run.remote()] = actor
-        if not running and not self._stop.is_set():
-            self.on_fatal()
+        while not self._stop.is_set():
+            try:
+                address = _retry(lambda: ray.get(ranks[0].address.remote()), self._stop) if len(ranks) > 1 else None
+                setup = _retry(lambda at=address: ray.get([a.setup.remote(at) for a in ranks]), self._stop)
+                errors = [r["error"] for r in setup if "error" in r]
+                if errors:
+                    return self._failed(ranks, errors[0])
+                runs = [a.run.remote() for a in ranks]
+                while not self._stop.is_set():
+                    done, _ = ray.wait(runs, num_returns=1, timeout=0.5)
+                    if done:
+                        ray.get(done)  # raises if an actor died; a loop that returned is simply run again
+                        break
+            except (RayActorError, ActorUnavailableError) as e:
+                if self._stop.is_set():
+                    return None
+                if getattr(e, "actor_init_failed", False):
+                    return self._failed(ranks, " ".join(str(e).split())[:500])
+                self.restarts += 1
+                log.warning("a worker actor died (%s); the worker is set up again", type(e).__name__)
+                if len(ranks) > 1:  # the survivors hold a broken process group: restart them too
+                    for a in ranks:
+                        ray.kill(a, no_restart=False)
+                self._stop.wait(1.0)
+        return None
 
-    def _failed(self, actor: Any, why: str) -> None:
+    def _failed(self, ranks: list[Any], why: str) -> None:
         import ray
 
         log.error("a worker could not start and is stopped: %s", why)
         self.errors.append(why)
-        ray.kill(actor, no_restart=True)
+        for a in ranks:
+            ray.kill(a, no_restart=True)
+        with self._lock:
+            self._alive -= 1
+            if self._alive == 0 and not self._stop.is_set():
+                self.on_fatal()
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Ask every loop to stop (a running job is released, queued again at once), then end the actors."""
         import ray
 
         self._stop.set()
-        refs = [a.stop.remote() for a in self.actors]
-        deadline = time.monotonic() + timeout_s
+        refs = [ranks[0].stop.remote() for ranks in self.actors]
         ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        self._thread.join(max(0.1, deadline - time.monotonic()))
-        for a in self.actors:
-            ray.kill(a, no_restart=True)
+        deadline = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        for ranks in self.actors:
+            for a in ranks:
+                ray.kill(a, no_restart=True)
         if self.shutdown_ray:
             ray.shutdown()
+
+
+def _retry(call: Callable[[], Any], stop: threading.Event, timeout_s: float = 300.0) -> Any:
+    """``call()``, again while its actor is restarting."""
+    from ray.exceptions import ActorUnavailableError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except ActorUnavailableError:
+            if stop.is_set() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def ray_service(
@@ -257,8 +373,9 @@ def ray_service(
 ) -> tuple[RayJobStore, RayWorkers]:
     """``ltxv serve --ray``: join (or start) the cluster, start the store actor on this node and the worker actors.
 
-    Actors: ``workers`` of them, each owning one GPU when the cluster has GPUs and ``device`` is not the CPU, else one
-    CPU (one torch thread each); ``workers=0`` on a GPU cluster: one per GPU."""
+    Workers: ``workers`` of them, each of ``spec.ranks`` actors that own one GPU each when the cluster has GPUs and
+    ``device`` is not the CPU, else one CPU each (one torch thread); ``workers=0`` on a GPU cluster: as many as its
+    GPUs allow."""
     import ray
 
     from ltxv.serve.ray_store import connect, start_store
@@ -266,9 +383,11 @@ def ray_service(
     connect(None if address in (None, "local") else address)
     gpus = int(ray.cluster_resources().get("GPU", 0)) if device != "cpu" else 0
     if workers == 0:
-        if not gpus:
-            raise RequestError("--workers 0 with --ray means one worker per GPU, and the cluster has no GPU")
-        workers = gpus
+        if gpus < spec.ranks:
+            raise RequestError(
+                f"--workers 0 with --ray means one worker per {spec.ranks} GPU(s); the cluster has {gpus}"
+            )
+        workers = gpus // spec.ranks
     store = start_store(layout.root)
     log.info("Ray cluster: %d worker actor(s) on %s each", workers, "a GPU" if gpus else "a CPU")
     if not gpus:
