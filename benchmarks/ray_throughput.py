@@ -56,7 +56,7 @@ def run(actors: int, jobs: int, job: dict, timeout: float) -> dict:
             proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             headers = {"Authorization": f"Bearer {TOKEN}"}
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as c:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=120) as c:
                 deadline = time.monotonic() + timeout
                 while True:
                     try:
@@ -74,9 +74,9 @@ def run(actors: int, jobs: int, job: dict, timeout: float) -> dict:
                 done = _wait(c, ids, timeout)
                 seconds = time.perf_counter() - t0
         finally:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)  # the service stops its actors and its Ray instance
             try:
-                proc.wait(60)
+                proc.wait(180)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

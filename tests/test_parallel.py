@@ -5,6 +5,7 @@ rank process costs seconds to start on this machine)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -103,8 +104,49 @@ def _cached(pipe: Pipeline) -> Pipeline:
     return pipe
 
 
+class _PartsCache:
+    """A toy step cache that runs the network in parts, as a real one does: even steps run every block and keep the
+    residual of the whole stack, odd steps add it to the embedded tokens instead; every step records a statistic of
+    the embedded tokens, summed by ``reduce`` (over the ranks, inside a split call)."""
+
+    def __init__(self, reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> None:
+        self.reduce, self.residual, self.seen = reduce, None, []
+
+    def __call__(self, call: TransformerCall) -> torch.Tensor:
+        m = call.model
+        x, modulation, embedded = m.embed(call.tokens, call.timesteps)
+        self.seen.append(float(self.reduce(x.abs().sum(dtype=torch.float32))))
+        if call.step % 2 == 0 or self.residual is None or self.residual.shape != x.shape:
+            before = x.clone()
+            skips = m.skip_masks(call.skip_mask, x.shape[0], x.dtype)
+            x = m.run_blocks(x, call.text, modulation, call.rope, skips, call.skip_strategy)
+            self.residual = x - before
+        else:
+            x = x + self.residual
+        return m.head(x, embedded)
+
+
+def _parts_cached(pipe: Pipeline, seen: list[float]) -> Pipeline:
+    """The cache inside the split call (on this rank's shard, split attention in its blocks), or plain alone."""
+
+    def call(request: GenerationRequest, pass_index: int) -> CallTransformer:
+        if pipe.group is None:
+            cache = _PartsCache()
+        else:
+            split = SequenceParallel(pipe.group)
+            cache = split.inner = _PartsCache(reduce=split.reduce_sum)
+        cache.seen = seen
+        return split if pipe.group is not None else cache
+
+    pipe.transformer_call = call  # type: ignore[method-assign]
+    return pipe
+
+
 def _videos(pipe: Pipeline) -> dict[str, torch.Tensor]:
     out = {name: pipe.generate(r).video for name, r in _requests().items()}
+    seen: list[float] = []
+    out["cached_inside"] = _parts_cached(pipe, seen).generate(_requests()["t2v_cfg_stg"]).video
+    out["cache_statistics"] = torch.tensor(seen, dtype=torch.float64)
     out["cached"] = _cached(pipe).generate(_requests()["t2v_cfg_stg"]).video
     return out
 
@@ -147,13 +189,23 @@ def single(kit: dict[str, str]) -> dict[str, torch.Tensor]:
     return _videos(load_pipeline(kit["checkpoint"], upsampler=kit["upsampler"], text_encoder=kit["text_encoder"]))
 
 
-@pytest.mark.parametrize("name", [*_requests(), "cached"])
+@pytest.mark.parametrize("name", [*_requests(), "cached", "cached_inside"])
 def test_two_ranks_give_the_single_process_video(ranks, single, name: str) -> None:
+    """Every request, and a step cache outside the split call (``cached``) or inside it (``cached_inside``)."""
     for r in ranks:
         got = r["videos"][name]  # type: ignore[index]
         assert got.shape == single[name].shape
         assert (got - single[name]).abs().max() <= TOL
     assert torch.equal(ranks[0]["videos"][name], ranks[1]["videos"][name])  # type: ignore[index]
+
+
+def test_a_cache_inside_decides_on_whole_sequence_statistics(ranks, single) -> None:
+    """The cache inside the split call saw, on every rank, the whole sequence's statistic (summed over the ranks)."""
+    want = single["cache_statistics"]
+    assert len(want) == 4
+    for r in ranks:
+        got = r["videos"]["cache_statistics"]  # type: ignore[index]
+        assert torch.allclose(got, want, rtol=1e-5, atol=0)
 
 
 def test_split_calls_equal_the_plain_call(ranks) -> None:
