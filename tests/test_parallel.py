@@ -269,6 +269,20 @@ def test_attention_core_is_a_self_attention_seam() -> None:
     assert seen == [((2, 12, 128), (2, 12, 128), True)] * TINY_2B.num_layers
 
 
+def test_an_inner_calls_attributes_are_passed_on() -> None:
+    """A pipeline collects a step cache's ``report`` from the call it made; wrapped in the split call it still does."""
+
+    class Inner:
+        def report(self) -> str:
+            return "kept"
+
+    split = SequenceParallel.__new__(SequenceParallel)
+    split.inner = Inner()
+    assert split.report() == "kept"
+    split.inner = None
+    assert not hasattr(split, "report")
+
+
 def test_mode_is_checked_up_front() -> None:
     with pytest.raises(ValueError, match="auto, ulysses, ring"):
         SequenceParallel(None, mode="tree")  # type: ignore[arg-type]

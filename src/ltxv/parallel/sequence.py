@@ -107,6 +107,13 @@ class SequenceParallel:
         local = shard.run() if self.inner is None else self.inner(shard)  # (nB, n_r, C_out)
         return self.gather(local, splits)  # (nB, N, C_out)
 
+    def __getattr__(self, name: str) -> Any:
+        """What the inner call offers (a step cache's ``report``) is passed on."""
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
     def reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` summed over the ranks (a copy; every rank gets the same): for statistics a caller decides on."""
         out = t.clone()
