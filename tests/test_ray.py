@@ -275,4 +275,6 @@ def test_ltxv_serve_ray_command(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(90)
         log.close()
-    assert code == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    # A graceful stop: uvicorn re-raises the SIGTERM after its shutdown, and Ray's driver handler exits with it.
+    assert code in (0, signal.SIGTERM, -signal.SIGTERM), (tmp_path / "serve.log").read_text()[-3000:]
+    assert "Application shutdown complete" in (tmp_path / "serve.log").read_text()
