@@ -63,3 +63,11 @@ def test_torchrun(argv: list[str], single: dict, tmp_path: Path) -> None:
     p = _run([*torchrun, "-m", "ltxv", *argv, "--out", str(out)], tmp_path)
     assert p.stdout.count("wrote") == 1
     _check(out, single)
+
+
+def test_bad_rank_count_is_one_line(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ltxv.cli import main
+
+    assert main([*argv, "--out", str(tmp_path / "v.mp4"), "--parallel", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "ltxv: error: --parallel must be at least 1, got 0"
+    assert not (tmp_path / "v.mp4").exists()

@@ -125,9 +125,13 @@ def _rank_main(
 def run_command(argv: list[str], ranks: int, device: str | None) -> int:
     """``ltxv generate ... --parallel K``: the same command on K fresh local ranks (each finds its process group
     already made, as under torchrun; rank 0 writes the output). Returns the worst exit status."""
+    from ltxv.pipelines.request import RequestError
+
+    if ranks < 1:
+        raise RequestError(f"--parallel must be at least 1, got {ranks}")
     cuda = device.startswith("cuda") if device else torch.cuda.is_available()
     if cuda and torch.cuda.device_count() < ranks:
-        raise ValueError(f"--parallel {ranks} needs {ranks} GPUs, this machine has {torch.cuda.device_count()}")
+        raise RequestError(f"--parallel {ranks} needs {ranks} GPUs, this machine has {torch.cuda.device_count()}")
     return max(run_local(_command_rank, ranks, argv, device="cuda" if cuda else "cpu"))
 
 
