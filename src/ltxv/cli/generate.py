@@ -128,8 +128,9 @@ def cmd_generate(a: argparse.Namespace) -> None:
     if a.parallel is not None and a.parallel != 1 and world_size_from_env() == 1:  # checked here, then K ranks
         raise SystemExit(run_command(a.argv, a.parallel, a.device))
     group, device = init_from_env(a.device)  # a process group under torchrun or --parallel: this rank's device
-    if group is not None:
-        models, checked = _on_rank(a, request, device)
+    if group is None:
+        return render(models.load(checked), request, out, plan)
+    models, checked = _on_rank(a, request, device)
     render(models.load(checked, group=group), request, out, plan)
 
 

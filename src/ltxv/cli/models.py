@@ -89,8 +89,7 @@ class ModelChoice:
         from ltxv.pipelines.generate import load_checked
 
         quiet_transformers()
-        split = {} if group is None else {"group": group}
-        return load_checked(checked, compile=self.compile, **split)
+        return load_checked(checked, compile=self.compile, group=group)
 
 
 def created_paths(paths: list[Path]) -> list[Path]:
