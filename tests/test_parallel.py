@@ -28,6 +28,7 @@ from ltxv.testing.configs import TINY_2B
 from ltxv.testing.random_weights import random_state_dict
 
 TOL = 1e-5
+FP32 = torch.float32  # the pipelines default to bfloat16 on a CPU with fast bf16; the parity is fp32
 TINY_3_HEADS = replace(TINY_2B, num_attention_heads=3, cross_attention_dim=192)  # 2 ranks do not divide 3 heads
 
 
@@ -169,7 +170,9 @@ def _rank(group: dist.ProcessGroup, kit: dict[str, str]) -> dict[str, object]:
                 got = sp(call)
                 key = f"{cfg.num_attention_heads}h_{mode}_{'x'.join(map(str, grid))}_{'stg' if stg else 'plain'}"
                 calls[key] = {"diff": float((got - call.run()).abs().max()), "sent": dict(stats.sent)}
-    pipe = load_pipeline(kit["checkpoint"], upsampler=kit["upsampler"], text_encoder=kit["text_encoder"], group=group)
+    pipe = load_pipeline(
+        kit["checkpoint"], upsampler=kit["upsampler"], text_encoder=kit["text_encoder"], dtype=FP32, group=group
+    )
     return {"videos": _videos(pipe), "calls": calls}
 
 
@@ -186,7 +189,9 @@ def ranks(kit: dict[str, str]) -> list[dict[str, object]]:
 
 @pytest.fixture(scope="module")
 def single(kit: dict[str, str]) -> dict[str, torch.Tensor]:
-    return _videos(load_pipeline(kit["checkpoint"], upsampler=kit["upsampler"], text_encoder=kit["text_encoder"]))
+    return _videos(
+        load_pipeline(kit["checkpoint"], upsampler=kit["upsampler"], text_encoder=kit["text_encoder"], dtype=FP32)
+    )
 
 
 @pytest.mark.parametrize("name", [*_requests(), "cached", "cached_inside"])
