@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help, --version (0) or a flag error (2, one line: flags.Parser.error)
         return e.code if isinstance(e.code, int) else 2
+    args.argv = sys.argv[1:] if argv is None else argv  # what the ranks of `generate --parallel K` run
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")  # no-op if already configured
     logging.getLogger("ltxv").setLevel(logging.INFO)  # what was loaded, the memory estimate, the compile time
     try:

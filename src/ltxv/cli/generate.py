@@ -29,6 +29,7 @@ def register(sub: Any) -> None:
     p.description = "Generate one video. Every input is checked before any weights are read."
     for name, kw in REQUEST_FLAGS:
         add(p, name, **kw)
+    add(p, "parallel", type=int, metavar="K", help="split the video over K local processes (CUDA: a GPU each)")
     add_model_flags(p)
     p.set_defaults(run=cmd_generate)
 
@@ -109,13 +110,19 @@ def progress(plan: Plan | None = None) -> ProgressCallback:
 
 def render(pipe: Pipeline, request: GenerationRequest, out: Path, plan: Plan | None = None) -> None:
     from ltxv.io.video import save_output
+    from ltxv.parallel.launch import rank
 
+    if rank() != 0:  # the other ranks of a split run: rank 0 writes
+        pipe.generate(request)
+        return
     result = pipe.generate(request, callback=progress(plan))  # logs the memory estimate first, the compile time later
     save_output(out, result.video, result.latents, fps=request.frame_rate)
     print(f"wrote {out}")
 
 
 def cmd_generate(a: argparse.Namespace) -> None:
+    from ltxv.parallel.launch import init_from_env, run_command, world_size_from_env
+
     request = build_request(a)
     out = Path(a.out) if a.out else output_file(Path(a.output_path or f"outputs/{date.today():%Y-%m-%d}"), request)
     # The destination first (it needs no model), then the models' headers and the rest.
@@ -128,4 +135,17 @@ def cmd_generate(a: argparse.Namespace) -> None:
         log.warning(
             "Padded dimensions: %dx%dx%d (generated at this size, then cropped to %dx%dx%d)", *plan.size, h, w, f
         )
-    render(models.load(checked), request, out, plan)
+    if a.parallel is not None and a.parallel != 1 and world_size_from_env() == 1:  # checked here, then K ranks
+        raise SystemExit(run_command(a.argv, a.parallel, a.device))
+    group, device = init_from_env(a.device)  # a process group under torchrun or --parallel: this rank's device
+    if group is None:
+        return render(models.load(checked), request, out, plan)
+    models, checked = _on_rank(a, request, device)
+    render(models.load(checked, group=group), request, out, plan)
+
+
+def _on_rank(a: argparse.Namespace, request: GenerationRequest, device: Any) -> tuple[ModelChoice, Any]:
+    """The models checked again for this rank's device (its own GPU under CUDA)."""
+    a.device = str(device)
+    models = ModelChoice.from_args(a, request.recipe)
+    return models, models.preflight()

@@ -84,11 +84,12 @@ class ModelChoice:
                 raise LoadError(f"{e}; {offline_hint()}", param=e.param) from None
             raise
 
-    def load(self, checked: Preflight) -> Pipeline:
+    def load(self, checked: Preflight, group: Any = None) -> Pipeline:
+        """``group``: a process group to split every request over (a rank of ``ltxv generate --parallel``)."""
         from ltxv.pipelines.generate import load_checked
 
         quiet_transformers()
-        return load_checked(checked, compile=self.compile)
+        return load_checked(checked, compile=self.compile, group=group)
 
 
 def created_paths(paths: list[Path]) -> list[Path]:

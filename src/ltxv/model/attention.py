@@ -8,6 +8,7 @@ full D vector before the head split. Parameter names match the official checkpoi
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,27 @@ def rms_norm(x: torch.Tensor, eps: float, weight: torch.Tensor | None = None) ->
     (not fused) because that is where the reference rounds in bf16."""
     y = F.rms_norm(x, (x.shape[-1],), eps=eps)
     return y if weight is None else y.mul_(weight)
+
+
+# The attention core: q (B, N, D), k and v (B, L, D), heads, additive bias or None -> (B, N, D). The one seam where
+# sequence parallelism (:mod:`ltxv.parallel.attention`) makes self-attention whole over tokens held by other ranks.
+AttentionCore = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, "torch.Tensor | None"], torch.Tensor]
+
+
+def sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The plain attention core: q (B, N, D), k and v (B, L, D) split into ``heads`` -> (B, N, D), a view of torch's
+    (B, N, H, hd) output. ``bias`` broadcastable to (B, heads, N, L)."""
+    b, n, d = q.shape
+    hd = d // heads
+    o = F.scaled_dot_product_attention(
+        q.view(b, n, heads, hd).transpose(1, 2),  # (B, H, N, hd)
+        k.view(b, -1, heads, hd).transpose(1, 2),
+        v.view(b, -1, heads, hd).transpose(1, 2),
+        attn_mask=bias,
+    )
+    return o.transpose(1, 2).reshape(b, n, d)  # a view: torch's CPU kernel writes (B, N, H, hd)
 
 
 class RMSNorm(nn.Module):
@@ -88,6 +110,7 @@ class Attention(nn.Module):
         bias: torch.Tensor | None = None,
         skip_mask: torch.Tensor | None = None,
         skip_strategy: SkipLayerStrategy | None = None,
+        core: AttentionCore | None = None,
     ) -> torch.Tensor:
         """x (B, N, D), context (B, L, D') or its precomputed ``kv`` = :meth:`key_value` -> (B, N, D).
 
@@ -96,24 +119,16 @@ class Attention(nn.Module):
         ``skip_mask`` (B, 1, 1), 1 = normal, 0 = perturbed; with ``ATTENTION_VALUES`` a perturbed sample's attention
         output becomes V (an identity attention map), with ``ATTENTION_SKIP`` it becomes the attention input x; both
         before ``to_out``, blended as ``m * normal + (1 - m) * perturbed`` exactly like the reference. Other
-        strategies are applied by the block, not here.
+        strategies are applied by the block, not here. ``core``: the attention of q, k, v (default :func:`sdpa`).
         """
         if rope is not None and kv is not None:
             raise ValueError("RoPE rotates the keys in place: it cannot be combined with precomputed `kv`")
-        b, n, d = x.shape
         q = self.q_norm(self.to_q(x))  # (B, N, D)
         k, v = self.key_value(x if context is None else context) if kv is None else kv  # (B, L, D) each
         if rope is not None:  # in place: q and k are fresh here (rope only ever applies to self-attention)
             apply_rope_(q, *rope)
             apply_rope_(k, *rope)
-        hd = d // self.heads
-        o = F.scaled_dot_product_attention(
-            q.view(b, n, self.heads, hd).transpose(1, 2),  # (B, H, N, hd)
-            k.view(b, -1, self.heads, hd).transpose(1, 2),
-            v.view(b, -1, self.heads, hd).transpose(1, 2),
-            attn_mask=bias,
-        )
-        o = o.transpose(1, 2).reshape(b, n, d)  # (B, N, D); a view, torch's CPU kernel writes (B, N, H, hd)
+        o = (core or sdpa)(q, k, v, self.heads, bias)  # (B, N, D)
         if skip_mask is not None:
             if skip_strategy is SkipLayerStrategy.ATTENTION_VALUES:
                 o = o * skip_mask + v * (1.0 - skip_mask)

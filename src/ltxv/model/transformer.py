@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltxv.config import TransformerConfig
-from ltxv.model.attention import Attention, SkipLayerStrategy, rms_norm
+from ltxv.model.attention import Attention, AttentionCore, SkipLayerStrategy, rms_norm
 from ltxv.model.embeddings import TimestepEmbedder, TwoLayerMLP, timestep_sinusoids
 from ltxv.model.rope import rope_tables, signed_sin
 
@@ -90,9 +90,11 @@ class TransformerBlock(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         skip_mask: torch.Tensor | None = None,
         skip_strategy: SkipLayerStrategy | None = None,
+        attend: AttentionCore | None = None,
     ) -> torch.Tensor:
         """x (B, N, D) is updated in place and returned; ``text`` holds this block's cross-attention keys/values at
-        ``index``; modulation (B, T', 6, D) with T' = 1 or N; skip_mask (B, 1, 1) or None.
+        ``index``; modulation (B, T', 6, D) with T' = 1 or N; skip_mask (B, 1, 1) or None; ``attend``: the
+        self-attention's core (default the plain one). Cross-attention is per token and always runs plainly.
 
         Every update runs in place on a fresh tensor, in the reference's operation order (bit-identical): on a CPU
         most of the time outside the matmuls is spent allocating and streaming full (N, D) tensors, not computing."""
@@ -104,7 +106,8 @@ class TransformerBlock(nn.Module):
         perturbed = skip_mask is not None
         x_in = x.clone() if perturbed and skip_strategy is SkipLayerStrategy.TRANSFORMER_BLOCK else None
         h = rms_norm(x, self.eps).mul_(1 + ada(_SCALE_MSA)).add_(ada(_SHIFT_MSA))
-        attn = self.attn1(h, rope=rope, skip_mask=skip_mask, skip_strategy=skip_strategy).mul_(ada(_GATE_MSA))
+        attn = self.attn1(h, rope=rope, skip_mask=skip_mask, skip_strategy=skip_strategy, core=attend)
+        attn = attn.mul_(ada(_GATE_MSA))
         if perturbed and skip_strategy is SkipLayerStrategy.RESIDUAL:
             x = (x + attn) * skip_mask + x * (1.0 - skip_mask)
         else:
@@ -259,13 +262,17 @@ class Transformer(nn.Module):
         skip_strategy: SkipLayerStrategy | None = None,
         start: int = 0,
         stop: int | None = None,
+        *,
+        attend: AttentionCore | None = None,
     ) -> torch.Tensor:
         """Blocks ``start`` to ``stop`` (exclusive; default all) on x (B, N, D), updated in place and returned;
-        ``skips`` from :meth:`skip_masks`."""
+        ``skips`` from :meth:`skip_masks`. ``attend``: the self-attention core of every block (default the plain
+        one; sequence parallelism passes one that sees the tokens of every rank, with x, rope and modulation this
+        rank's tokens only)."""
         stop = len(self.transformer_blocks) if stop is None else stop
         for i in range(start, stop):
             skip = None if skips is None else skips[i]
-            x = self.transformer_blocks[i](x, text, i, modulation, rope, skip, skip_strategy)
+            x = self.transformer_blocks[i](x, text, i, modulation, rope, skip, skip_strategy, attend)
         return x
 
     def head(self, x: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -39,6 +40,9 @@ from ltxv.sampling.latent_ops import adain
 from ltxv.text.t5 import TextEncoder
 from ltxv.weights.load import Models, load_models
 
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
 log = logging.getLogger(__name__)
 
 
@@ -58,13 +62,19 @@ class Pipeline:
         residency: str = "resident",
         compile: bool = False,
         max_memory: int | None = None,
+        group: ProcessGroup | None = None,
     ) -> None:
         """``residency``: see :mod:`ltxv.runtime.residency` (the models are expected where its ``home`` says, as
         :func:`load_pipeline` puts them). ``compile``: ``torch.compile`` the transformer; the compile time is kept
         apart in ``compile_stats``. ``max_memory``: the device bytes a run may use (default: what the device has
-        free); ``generate`` refuses a request whose estimate does not fit before it computes anything."""
+        free); ``generate`` refuses a request whose estimate does not fit before it computes anything. ``group``:
+        run every request on all ranks of this process group, the video tokens split over them (:mod:`ltxv.parallel`);
+        every rank calls ``generate`` with the same request."""
+        if compile and group is not None:
+            raise ValueError("compile and a process group do not go together yet: the split call runs eagerly")
         self.models = models
         self.text_encoder = text_encoder
+        self.group = group
         self.device = torch.device(device)
         self.residency = Residency(self.device, residency)
         self.preflight = Preflight.for_models(
@@ -99,7 +109,11 @@ class Pipeline:
     def transformer_call(self, request: GenerationRequest, pass_index: int) -> CallTransformer | None:
         """How the denoiser of a pass evaluates the transformer (None: a plain call). Made anew for every pass, so
         a wrapper with state (step caching) starts clean in each."""
-        return None
+        if self.group is None:
+            return None
+        from ltxv.parallel.sequence import SequenceParallel
+
+        return SequenceParallel(self.group)
 
     def scheduler_config(self, sampler: str) -> SchedulerConfig:
         return preflight.scheduler_config(self.models.config, sampler)
@@ -206,6 +220,7 @@ def load_pipeline(
     compile: bool = False,
     max_memory: int | None = None,
     loras: Sequence[LoraSpec | Lora] = (),
+    group: ProcessGroup | None = None,
 ) -> Pipeline:
     """Load the models once; call ``generate`` as often as needed. Names of released files resolve via the hub.
 
@@ -219,15 +234,22 @@ def load_pipeline(
     ``max_memory``: see :class:`Pipeline`. The VAE encoder is read from the checkpoint on the first request that
     encodes media (``lazy_vae_encoder``). ``loras``: (path, scale) pairs (or :class:`Lora` s) merged into the
     transformer once it is loaded, checked against it before any weight is read: the pipeline's LoRA set,
-    :meth:`Pipeline.set_loras`."""
+    :meth:`Pipeline.set_loras`. ``group``: a ``torch.distributed`` process group to split every request's tokens
+    over (see :class:`Pipeline`)."""
     checked = Preflight.from_files(
         checkpoint, upsampler, text_encoder, dtype=dtype, device=device, residency=residency, quantize=quantize
     )
     checked.max_memory = max_memory
-    return load_checked(checked, compile=compile, loras=loras)
+    return load_checked(checked, compile=compile, loras=loras, group=group)
 
 
-def load_checked(checked: Preflight, *, compile: bool = False, loras: Sequence[LoraSpec | Lora] = ()) -> Pipeline:
+def load_checked(
+    checked: Preflight,
+    *,
+    compile: bool = False,
+    loras: Sequence[LoraSpec | Lora] = (),
+    group: ProcessGroup | None = None,
+) -> Pipeline:
     """Load the files a :meth:`Preflight.from_files` checked, as it was told to (dtype, device, residency, quantize,
     max_memory), and merge ``loras``: the CLI checks its request against the preflight first, then loads."""
     specs = [(x.path, x.scale) if isinstance(x, Lora) else (x[0], x[1]) for x in loras]
@@ -248,7 +270,9 @@ def load_checked(checked: Preflight, *, compile: bool = False, loras: Sequence[L
     encoder = TextEncoder.from_pretrained(
         files["text_encoder"], dtype=checked.dtype, device=policy.home("text_encoder")
     )  # type: ignore[arg-type]
-    pipe = Pipeline(models, encoder, device, residency=residency, compile=compile, max_memory=checked.max_memory)
+    pipe = Pipeline(
+        models, encoder, device, residency=residency, compile=compile, max_memory=checked.max_memory, group=group
+    )
     if specs:
         pipe.set_loras(specs)
     return pipe

@@ -31,7 +31,7 @@ from ltxv.pipelines.request import RequestError
 log = logging.getLogger(__name__)
 DEMO_MODEL = "ltxv-demo"
 _SERVE_ONLY = ("host", "port", "workers", "token", "max_pixels", "max_frames", "max_queue", "max_upload")
-_SERVE_ONLY += ("max_attempts", "sweep_grace_s")
+_SERVE_ONLY += ("max_attempts", "sweep_grace_s", "ray", "shared_outputs", "parallel")
 _NOT_FLAGS = ("command", "run", "store", "lease_s")
 
 
@@ -48,6 +48,21 @@ def add_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     s.add_argument("--max-queue", type=int, default=1000, help="queued jobs before create answers 429")
     s.add_argument("--max-attempts", type=int, default=3, help="worker deaths a job may cause before worker_lost")
     s.add_argument("--sweep-grace-s", type=float, default=3600.0, help=argparse.SUPPRESS)
+    s.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the workers as Ray actors: 'auto' or host:port of a cluster, no value: a local Ray instance",
+    )
+    s.add_argument("--shared-outputs", action="store_true", help="with --ray: every node mounts --store at that path")
+    s.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="K",
+        help="with --ray: each worker runs every job on K GPUs of a node",
+    )
     w = sub.add_parser("worker", help="one worker process on a job store (any number may share one)")
     for p in (s, w):
         p.add_argument("--store", default="ltxv-store", required=p is w, help="the job store folder")
@@ -143,10 +158,29 @@ def cmd_serve(a: argparse.Namespace) -> None:
         raise RequestError(f"--host {a.host} is reachable from other machines: give a token (--token or LTXV_TOKEN)")
     if a.workers < 0:
         raise RequestError(f"--workers must be >= 0, got {a.workers}")
+    if a.parallel < 1 or (a.parallel > 1 and a.ray is None):
+        raise RequestError(f"--parallel {a.parallel}: a worker on K > 1 devices runs on Ray (add --ray)")
     layout = StoreDir(a.store)
-    store = SqliteJobStore(layout.db)
     argv = worker_argv(a)  # before _models fills in the offline model's paths: each worker resolves them itself
     args, model_id, recipe, preset = _models(a, layout.root)
+    if a.ray is None:
+        store = SqliteJobStore(layout.db)
+        supervisor = Supervisor([sys.executable, "-m", "ltxv.serve.cli", "worker", *argv], a.workers)
+    else:
+        from ltxv.serve.ray_workers import ActorSpec, ray_service
+        from ltxv.serve.worker import WorkerConfig
+
+        offline = model_id == DEMO_MODEL  # each node writes its own copy
+        spec = ActorSpec(
+            load=args,
+            names=(model_id,),
+            recipe=recipe,
+            config=WorkerConfig(lease_s=a.lease_s),
+            offline=offline,
+            shared_root=str(layout.root) if a.shared_outputs else None,
+            ranks=a.parallel,
+        )
+        store, supervisor = ray_service(a.ray, layout, spec, a.workers, device=args.get("device"))
     try:
         lim = {"max_pixels": a.max_pixels, "max_frames": a.max_frames}
         lim["max_upload_bytes"] = None if a.max_upload is None else parse_bytes(a.max_upload)
@@ -168,7 +202,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
         sweep_grace_s=a.sweep_grace_s,
         suggested={"size": "96x64", "num_frames": 17} if small else {"size": "704x480", "num_frames": 97},
     )
-    app = create_app(store, layout, config)
+    app = create_app(store, layout, config)  # type: ignore[arg-type]
 
     class _Server(uvicorn.Server):
         """uvicorn re-raises SIGINT/SIGTERM once it has shut down, which would end this process before its workers
@@ -183,7 +217,6 @@ def cmd_serve(a: argparse.Namespace) -> None:
                 for s, handler in previous.items():
                     signal.signal(s, handler)
 
-    supervisor = Supervisor([sys.executable, "-m", "ltxv.serve.cli", "worker", *argv], a.workers)
     server = _Server(uvicorn.Config(app, host=a.host, port=a.port, log_level="info", timeout_graceful_shutdown=5))
     supervisor.on_fatal = lambda: setattr(server, "should_exit", True)
     supervisor.start()
