@@ -556,6 +556,12 @@ CASES: tuple[Bad, ...] = (
                 "conditioning",
             ),
             (
+                "control",
+                {"temporal_tile_frames": 80, "conditioning": (ControlVideo(V),)},
+                "a long video takes no IC-LoRA control video",
+                "conditioning",
+            ),
+            (
                 "video-cond",
                 {"temporal_tile_frames": 80, "conditioning": (C(V, 0, 1.0),)},
                 "a long video is conditioned on an image at frame 0, not on a video",

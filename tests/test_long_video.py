@@ -61,6 +61,35 @@ def test_windows_match_diffusers_and_the_examples() -> None:
 
 
 @pytest.mark.parametrize("first", [True, False])
+def test_detailer_guides_sit_where_diffusers_puts_them(first: bool) -> None:
+    """Guides (the detailer's own latents) after the tail: diffusers' positions for ``guiding_len`` frames from index
+    0 (first window, the causal fix) or ``overlap`` (later windows), the negative-index guide last."""
+    c, f, h, w, o, fps = 4, 6, 2, 3, 2, 24.0
+    g = torch.Generator().manual_seed(3)
+    own, tail, guide = (torch.randn(1, c, n, h, w, generator=g) for n in (f, o, 1))
+    start = 0 if first else o
+    guides = torch.randn(1, c, f - start, h, w, generator=g)
+    state = window_state(
+        own, tail=None if first else tail, guides=guides, guides_start=start, guides_mask=0.25, guide=guide
+    )
+    appended = (0 if first else o) + (f - start) + 1
+    full = torch.zeros(1, c, f + appended, h, w)
+    want = long_mp.build_video_coords_for_window(full, 0 if first else o, f - start, 1, (8, 32, 32), fps)
+    got = state.positions.clone()
+    got[:, 0] = got[:, 0] * (1.0 / fps)
+    assert torch.equal(got, want)
+    frame_mask = state.mask.reshape(f + appended, h * w)[:, 0].tolist()
+    assert frame_mask == pytest.approx([1.0] * f + ([] if first else [0.5] * o) + [0.25] * (f - start) + [0.0])
+    # A refining pass starts its free tokens at t0: t0 eps + (1 - t0) clean; the clean ones stay clean.
+    noise = torch.randn(1, c, f + appended, h, w, generator=g)
+    x = state.noised(noise, 0.9)
+    m = state.mask.unsqueeze(-1)
+    eps = noise.flatten(2).transpose(1, 2)
+    assert torch.allclose(x, m * (0.9 * eps + 0.1 * state.clean) + (1 - m) * state.clean, atol=1e-6)
+    assert torch.equal(state.noised(noise), eps * m + (1 - m) * state.clean)
+
+
+@pytest.mark.parametrize("first", [True, False])
 def test_positions_and_masks_match_diffusers(first: bool) -> None:
     c, f, h, w, o, fps = 4, 5, 2, 3, 3, 25.0
     g = torch.Generator().manual_seed(0)
@@ -380,7 +409,7 @@ def test_cli_picks_long_mode_and_streams_the_mp4(files: dict[str, Path], tmp_pat
     from ltxv import cli
 
     out = tmp_path / "long.mp4"
-    argv = ["generate", "--prompt", "a red fox | a blue bird", "--height", "32", "--width", "32", "--seconds", "10"]
+    argv = ["generate", "--prompt", "a red fox | a blue bird", "--height", "64", "--width", "64", "--seconds", "10"]
     argv += ["--frame-rate", "16", "--temporal-tile-frames", "64", "--temporal-overlap-frames", "16"]
     argv += ["--overlap-strength", "0.7", "--adain-factor", "0", "--device", "cpu", "--dtype", "float32"]
     assert cli.main([*argv, "--out", str(out), *_cli_flags(files, tmp_path)]) == 0
@@ -396,11 +425,12 @@ def test_cli_picks_long_mode_and_streams_the_mp4(files: dict[str, Path], tmp_pat
 
 @pytest.mark.slow
 def test_cli_sixty_seconds_to_mp4(files: dict[str, Path], tmp_path: Path) -> None:
-    """60 s at 24 fps: 1441 frames, 26 windows, written frame block by frame block."""
+    """60 s at 24 fps with the default (multi-scale) preset: 1441 frames, 26 windows per pass, written block by
+    block."""
     from ltxv import cli
 
     out = tmp_path / "sixty.mp4"
-    argv = ["generate", "--prompt", "a red fox", "--height", "32", "--width", "32", "--seconds", "60"]
+    argv = ["generate", "--prompt", "a red fox", "--height", "64", "--width", "64", "--seconds", "60"]
     argv += ["--frame-rate", "24", "--device", "cpu", "--dtype", "float32", "--out", str(out)]
     assert cli.main([*argv, *_cli_flags(files, tmp_path)]) == 0
     assert count_video_frames(out) == 1441
@@ -455,3 +485,40 @@ def test_seam_metric_finds_a_jump_at_a_window_boundary() -> None:
     jump["diffs"][8 * 14 + 5] = 0.2  # inside the second boundary's zone
     bad = bench.seams(jump, windows, 3, 24.0)
     assert bad["boundary_max"] == 0.2 > bad["within_max"] and bad["colour_drift"] == pytest.approx(0.3)
+
+
+def test_multiscale_long_video_with_a_detailer(ours: Pipeline, files: dict[str, Path], tmp_path: Path) -> None:
+    """The official long workflow's shape: windows at the first pass's size, the upsampler over the whole latents,
+    windows of the second pass from them (at its first timestep), the detailer's guides in every pass-2 window."""
+    from ltxv.pipelines.presets import get_preset
+    from ltxv.pipelines.request import ControlVideo
+    from ltxv.testing.checkpoints import write_upsampler_file
+
+    pipe = load_pipeline(
+        files["checkpoint"], upsampler=write_upsampler_file(tmp_path / "up.safetensors"), text_encoder=files["text"]
+    )
+    tokens: list[tuple[int, int]] = []
+    hook = pipe.models.transformer.register_forward_hook(lambda m, a, out: tokens.append(tuple(a[0].shape[:2])))
+    req = _request(recipe=get_preset("ltxv-2b-0.9.8-distilled"), height=96, width=128, num_frames=81)
+    events: list[str] = []
+    try:
+        plain = pipe.generate(req, frames=lambda x: None, callback=lambda e: events.append(e.describe()))
+        n_plain = len(tokens)
+        detailed = pipe.generate(
+            dataclasses.replace(req, conditioning=(*req.conditioning, ControlVideo(None, passes=(1,)))),
+            frames=lambda x: None,
+        )
+    finally:
+        hook.remove()
+    assert plain.step_models == (("main",) * 7, ("main",) * 3)
+    assert [e for e in dict.fromkeys(events) if e.startswith("denoise")] == [
+        f"denoise pass {p}/2 window {k}/2" for p in (1, 2) for k in (1, 2)
+    ]
+    assert "upsample" in events
+    assert plain.latents.shape == (1, 16, 11, 2, 4)  # pass 2 at twice pass 1's 32x64
+    # Windows (0, 10) and (7, 11): pass 2 adds the guides, the window's frames (all in the first, after the overlap
+    # of 3 in the second), to the tail and the image guide.
+    hw = 2 * 4
+    assert tokens[n_plain + 7 * 2 : n_plain + 7 * 2 + 3] == [(1, (10 + 10 + 1) * hw)] * 3
+    assert tokens[n_plain + 7 * 2 + 3 :] == [(1, (4 + 3 + 1 + 1) * hw)] * 3
+    assert (detailed.latents - plain.latents).abs().max() > 1e-3

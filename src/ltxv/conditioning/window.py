@@ -48,11 +48,15 @@ class WindowState:
     grid: tuple[int, int, int]  # latent (f, h, w) of the window's own frames
     num_appended: int  # latent frames after the window's own
 
-    def noised(self, noise: torch.Tensor) -> torch.Tensor:
-        """The initial state ``m eps + (1 - m) clean`` from noise (1, C, F + appended, H, W) in the 5-D layout diffusers
-        draws it in; (1, N, C)."""
-        m = self.mask.unsqueeze(-1)
-        return patchify(noise) * m + (1.0 - m) * self.clean
+    def noised(self, noise: torch.Tensor, t0: float = 1.0) -> torch.Tensor:
+        """The initial state from noise (1, C, F + appended, H, W) in the 5-D layout diffusers draws it in; (1, N, C).
+        At ``t0 = 1`` diffusers' ``m eps + (1 - m) clean``; a refining pass starting at ``t0 < 1`` puts the free
+        tokens at ``t0 eps + (1 - t0) clean`` (ComfyUI's, the reference's re-noising: diffusers ignores the latents
+        of free tokens there)."""
+        m, eps = self.mask.unsqueeze(-1), patchify(noise)
+        if t0 < 1.0:
+            eps = t0 * eps + (1.0 - t0) * self.clean
+        return eps * m + (1.0 - m) * self.clean
 
     def video(self, tokens: torch.Tensor) -> torch.Tensor:
         """The window's own frames (1, C, f, h, w) of a token state (1, N, C)."""
@@ -66,12 +70,17 @@ def window_state(
     first_mask: float | None = None,
     tail: torch.Tensor | None = None,
     tail_mask: float = 0.5,
+    guides: torch.Tensor | None = None,
+    guides_start: int = 0,
+    guides_mask: float = 0.0,
     guide: torch.Tensor | None = None,
     causal_fix: bool = True,
 ) -> WindowState:
     """The state of a window of ``frames`` (1, C, f, h, w) (zeros where free; the image at frame 0 in the first
-    window, with mask ``first_mask``), with the previous window's ``tail`` (1, C, o, h, w) at mask ``tail_mask`` and
-    the long-term ``guide`` (1, C, 1, h, w), clean, appended in that order."""
+    window, with mask ``first_mask``), with, appended in this order: the previous window's ``tail`` (1, C, o, h, w)
+    at mask ``tail_mask``; IC-LoRA ``guides`` (1, C, g, h, w) at mask ``guides_mask``, at the positions of the
+    window's frames from ``guides_start`` on (the detailer's guide is the window's own starting latents); the
+    long-term ``guide`` (1, C, 1, h, w), clean."""
     f, h, w = frames.shape[2:]
     parts, masks = [frames], [torch.ones(f, device=frames.device)]
     if first_mask is not None:
@@ -82,6 +91,11 @@ def window_state(
         parts.append(tail.to(frames.dtype))
         masks.append(torch.full((o,), tail_mask, device=frames.device))
         positions.append(_positions(o, h, w, frames.device, causal_fix))  # those of frames 0..o-1
+    if guides is not None:
+        g = guides.shape[2]
+        parts.append(guides.to(frames.dtype))
+        masks.append(torch.full((g,), guides_mask, device=frames.device))
+        positions.append(positions[0][:, :, guides_start * h * w : (guides_start + g) * h * w])
     if guide is not None:
         parts.append(guide.to(frames.dtype))
         masks.append(torch.zeros(1, device=frames.device))

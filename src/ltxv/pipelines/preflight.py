@@ -144,29 +144,14 @@ def windows(config: CheckpointConfig, request: GenerationRequest) -> list[tuple[
 
 
 def trajectory(config: CheckpointConfig, request: GenerationRequest) -> list[tuple[int, int, torch.Tensor]]:
-    """(height, width, timesteps) of every pass the request runs. A long video's windows run one pass at the full
-    size: the first pass's timesteps (for a window's token count), then a multi-scale recipe's second-pass ones below
-    them (the distilled recipes give diffusers' eight long-video sigmas)."""
-    if request.window_frames() is None:
-        return [
-            (h, w, pass_timesteps(config, request, i, h, w, i == 0 and request.input_media is not None))
-            for i, (h, w) in enumerate(pass_sizes(config, request))
-        ]
-    height, width, _ = padded_size(request.height, request.width, request.num_frames)
-    frames = request.window_frames() + 1  # type: ignore[operator]
-    ts = pass_timesteps(config, request, 0, height, width, False, frames)
-    if request.recipe.pipeline_type == "multi-scale":
-        more = pass_timesteps(config, request, 1, height, width, False, frames)
-        ts = torch.cat([ts, more[more < ts[-1] - 1e-6]])
-    return [(height, width, ts)]
-
-
-def window_request(request: GenerationRequest) -> GenerationRequest:
-    """One window of a long video, its appended tail and guide included, as a one-pass clip request of its own: what
-    the memory estimate of a long video is."""
-    n = (request.window_frames() or 0) + request.temporal_overlap_frames + 8
-    base = replace(request.recipe, pipeline_type="base")
-    return replace(request, num_frames=n + 1, temporal_tile_frames=n + 16, recipe=base)
+    """(height, width, timesteps) of every pass the request runs. A long video's windows run the same passes, each
+    pass's timesteps made for a window's token count."""
+    window = request.window_frames()
+    frames = None if window is None else window + 1
+    return [
+        (h, w, pass_timesteps(config, request, i, h, w, i == 0 and request.input_media is not None, frames))
+        for i, (h, w) in enumerate(pass_sizes(config, request))
+    ]
 
 
 def _size(n: int) -> str:
@@ -306,7 +291,7 @@ class Preflight:
         cfg, recipe = self.config, request.recipe
         self._check_limits(request)
         wins = windows(cfg, request)
-        if recipe.pipeline_type == "multi-scale" and self.sizes.upsampler is None and wins is None:
+        if recipe.pipeline_type == "multi-scale" and self.sizes.upsampler is None:
             raise RequestError(
                 "the recipe is multi-scale: it needs a latent upsampler (--upsampler FILE / upsampler=...), or use a "
                 "one-pass recipe",
@@ -331,7 +316,7 @@ class Preflight:
             # A window, its appended tail and guide included, is what the transformer and the decoder hold at once.
             tc = cfg.vae.temporal_compression
             estimated = tc * (wins[0][1] - wins[0][0] + request.temporal_overlap_frames // tc) + 1
-        memory = self._estimate(request, passes, media, estimated, mode or self._mode(), streamed)
+        memory = self._estimate(request, passes, media, estimated, mode or self._mode(), streamed, frames)
         step = tuple(tuple(x) for x in labels)
         return Plan(request, (height, width, frames), tuple(passes), media, memory, None, wins and tuple(wins), step)
 
@@ -435,6 +420,7 @@ class Preflight:
         frames: int,
         mode: str,
         streamed: bool = False,
+        upsample_frames: int | None = None,
     ) -> MemoryEstimate:
         s = self.config.vae.spatial_compression
         shapes = []
@@ -462,7 +448,9 @@ class Preflight:
                 )
             )
         output = (0 if streamed else request.num_frames, request.height, request.width)
-        return estimate(self.sizes, mode, num_frames=frames, passes=shapes, output=output)
+        return estimate(
+            self.sizes, mode, num_frames=frames, passes=shapes, output=output, upsample_frames=upsample_frames
+        )
 
     def _check_memory(self, plan: Plan) -> None:
         limit = self.max_memory

@@ -412,7 +412,6 @@ class GenerationRequest:
             _real(c.strength, f"{p}.strength", 0.0, 1.0, "a number in [0, 1]")
         if self.input_media is not None:
             _media(self.input_media, "input_media")
-        self._validate_long()
         if self.transformer_schedule is not None:
             from ltxv.pipelines.hybrid import parse_schedule
 
@@ -434,6 +433,7 @@ class GenerationRequest:
         for i, c in enumerate(self.conditioning):
             if isinstance(c, ControlVideo):
                 c.validate(f"conditioning[{i}]", self)
+        self._validate_long()
 
     def _validate_long(self) -> None:
         tile, overlap = self.temporal_tile_frames, self.temporal_overlap_frames
@@ -462,12 +462,16 @@ class GenerationRequest:
             raise RequestError(
                 "a long video cannot be video-to-video (no input_media); shorten it to one clip", param="input_media"
             )
-        if any(isinstance(c, ControlVideo) for c in self.conditioning):
+        last = len(self.recipe.passes) - 1
+        controls = [c for c in self.conditioning if isinstance(c, ControlVideo)]
+        if any(c.media is not None or last == 0 or tuple(c.passes) != (last,) for c in controls):
             raise RequestError(
-                "a long video takes no IC-LoRA control video (the windows would need it cut per window)",
+                "a long video takes no IC-LoRA control video, only the detailer's guide (media None) of a multi-scale "
+                "recipe's second pass",
                 param="conditioning",
             )
-        if len(self.conditioning) > 1 or any(c.frame != 0 for c in self.conditioning):
+        items = [c for c in self.conditioning if not isinstance(c, ControlVideo)]
+        if len(items) > 1 or any(c.frame != 0 for c in items):
             raise RequestError(
                 "a long video takes at most one conditioning item: an image at frame 0", param="conditioning"
             )

@@ -216,14 +216,16 @@ def run_window_pass(
     generator: torch.Generator,
     *,
     window: tuple[int, int],
+    t0: float = 1.0,
     call: CallTransformer | None = None,
     activate: Callable[[str], None] | None = None,
     progress: ProgressCallback | None = None,
 ) -> torch.Tensor:
     """One window of a long video (:mod:`ltxv.pipelines.long_video`): the pass's denoiser around
     :func:`~ltxv.sampling.samplers.sample_euler_ancestral_rf` from ``state`` noised with ``noise`` (the window's
-    ``generator`` goes on drawing the ancestral noise); ``window``: (index, count) for the progress events; ``call``,
-    ``activate``: as :func:`run_pass`. Returns the window's own frames (1, C, f, h, w), float32."""
+    ``generator`` goes on drawing the ancestral noise; ``t0 < 1``: a refining pass, :meth:`WindowState.noised`);
+    ``window``: (index, count) for the progress events; ``call``, ``activate``: as :func:`run_pass`. Returns the
+    window's own frames (1, C, f, h, w), float32."""
     denoiser = Denoiser(
         models,
         text,
@@ -245,6 +247,8 @@ def run_window_pass(
                 model=models[i][0],
                 latents=state.video(x),
                 denoised=state.video(x0),
+                pass_index=plan.pass_index,
+                num_passes=plan.num_passes,
                 window=window[0],
                 num_windows=window[1],
             )
@@ -252,7 +256,7 @@ def run_window_pass(
 
     tokens = sample_euler_ancestral_rf(
         with_activation(denoiser, models, activate),
-        state.noised(noise),
+        state.noised(noise, t0),
         plan.timesteps,
         mask=state.mask,
         clean=state.clean,

@@ -268,10 +268,12 @@ def estimate(
     passes: Sequence[PassShape],
     batch: int = 1,
     output: tuple[int, int, int] | None = None,
+    upsample_frames: int | None = None,
 ) -> MemoryEstimate:
     """The estimate for a run of ``passes`` (then upsampling between two passes, then a decode at the last pass's
     size) over ``num_frames`` pixel frames (padded), writing a result of ``output`` = (frames, height, width) (the
-    requested size; default the last pass's)."""
+    requested size; default the last pass's). ``upsample_frames``: the pixel frames the upsampler takes at once when
+    they are not ``num_frames`` (a long video's passes run a window at a time, its upsampler the whole video)."""
     cfg = sizes.vae
     elem, vae_elem = sizes.elem, sizes.vae_elem
     weights = dict(sizes.weights)
@@ -296,7 +298,8 @@ def estimate(
         used = ("transformer", "vae") if enc else ("transformer",)
         work.append((f"pass{i + 1}", used, max([run, *enc])))
         if i + 1 < len(passes) and sizes.upsampler is not None:
-            work.append(("upsample", ("upsampler",), upsampler_bytes(sizes.upsampler, lf, h, w, elem)))
+            lf_up = lf if upsample_frames is None else (upsample_frames - 1) // tc + 1
+            work.append(("upsample", ("upsampler",), upsampler_bytes(sizes.upsampler, lf_up, h, w, elem)))
     last = passes[-1]
     streaming = cfg.norm_layer != "group_norm" and lf > 2  # VideoVAE.decode's "auto" rule
     h, w = last.height // sc, last.width // sc
