@@ -112,6 +112,12 @@ def write_files(root: Path, kit: Any) -> dict[str, Path]:
     ):
         f[name] = root / f"{name}.yaml"
         f[name].write_text(text)
+    from ltxv.testing.configs import TINY_13B
+
+    f["wide_caption"] = write_single_file(root / "ltxv-13b-wide.safetensors", replace(TINY_13B, caption_channels=64))
+    for name in ("ltxv-2b-a", "ltxv-2b-b"):  # two files whose names give the same label
+        f[name] = root / f"{name}.safetensors"
+        shutil.copyfile(kit.checkpoint, f[name])
     return f
 
 
@@ -515,6 +521,79 @@ CASES: tuple[Bad, ...] = (
         "detailer-one-pass",
         "refines a pass that starts from latents",
         flags=("--detailer-lora", "@lora_dora", "--preset", "ltxv-2b-0.9.6-distilled"),
+    ),
+    # long video and hybrid schedules
+    *(
+        Bad(f"long-{name}", message, {"num_frames": 161, **fields}, param=param)
+        for name, fields, message, param in (
+            (
+                "tile-84",
+                {"temporal_tile_frames": 84},
+                "temporal_tile_frames must be a multiple of 8",
+                "temporal_tile_frames",
+            ),
+            ("tile-8", {"temporal_tile_frames": 8}, "and at least 16, got 8", "temporal_tile_frames"),
+            (
+                "overlap-12",
+                {"temporal_overlap_frames": 12},
+                "temporal_overlap_frames must be a multiple of 8",
+                "temporal_overlap_frames",
+            ),
+            (
+                "overlap-tile",
+                {"temporal_tile_frames": 48, "temporal_overlap_frames": 48},
+                "temporal_overlap_frames (48) must be smaller than temporal_tile_frames (48)",
+                "temporal_overlap_frames",
+            ),
+            ("strength", {"overlap_strength": 1.5}, "overlap_strength must be a number in [0, 1]", "overlap_strength"),
+            ("adain-nan", {"adain_factor": NAN}, "adain_factor must be a number in [0, 1]", "adain_factor"),
+            ("prompts", {"window_prompts": ("a", 3)}, "window_prompts must be a list of strings", "window_prompts"),
+            ("v2v", {"num_frames": 1441, "input_media": V}, "a long video cannot be video-to-video", "input_media"),
+            (
+                "keyframe",
+                {"temporal_tile_frames": 80, "conditioning": (C("@img", 16, 1.0),)},
+                "a long video takes at most one conditioning item: an image at frame 0",
+                "conditioning",
+            ),
+            (
+                "control",
+                {"temporal_tile_frames": 80, "conditioning": (ControlVideo(V),)},
+                "a long video takes no IC-LoRA control video",
+                "conditioning",
+            ),
+            (
+                "video-cond",
+                {"temporal_tile_frames": 80, "conditioning": (C(V, 0, 1.0),)},
+                "a long video is conditioned on an image at frame 0, not on a video",
+                "conditioning[0].media",
+            ),
+        )
+    ),
+    Bad("long-seconds-0", "--seconds must be > 0", flags=("--seconds", "0")),
+    Bad("schedule-syntax", "transformer_schedule: entry '13b:x'", {"transformer_schedule": "13b:x,2b"}),
+    Bad("schedule-json", "transformer_schedule: not valid JSON", {"transformer_schedule": "[[1"}),
+    Bad(
+        "schedule-unknown-label",
+        "transformer_schedule: the schedule names '13b', but the pipeline's transformers are main",
+        {"transformer_schedule": "13b:2,main"},
+        param="transformer_schedule",
+    ),
+    *(
+        row
+        for name, values, message in (
+            ("hybrid-incompatible", ("@wide_caption",), "has caption_channels=64, the main one 32"),
+            ("hybrid-same-label", ("@ltxv-2b-a", "@ltxv-2b-b"), "two transformers are labelled '2b'"),
+            ("hybrid-missing", ("/nonexistent/ltxv-13b.safetensors",), "no such file"),
+        )
+        for row in (
+            Bad(f"{name}-cli", message, flags=tuple(x for v in values for x in ("--hybrid", v))),
+            Bad(
+                f"{name}-api",
+                message,
+                call=lambda e, values=values: _load(hybrid=[e.path(v) for v in values])(e),
+                param=... if name == "hybrid-missing" else "hybrid",
+            ),
+        )
     ),
     # the other commands
     Bad("demo-out-dir-file", "is a file, not a folder", argv=("demo", "--out-dir", "@afile")),

@@ -102,8 +102,21 @@ _SCALAR_FLAGS = {
     "image_cond_noise_scale": "--image-cond-noise-scale",
     "denoise_strength": "--denoise-strength",
     "input_media": "--input-media-path",
+    "temporal_tile_frames": "--temporal-tile-frames",
+    "temporal_overlap_frames": "--temporal-overlap-frames",
+    "overlap_strength": "--overlap-strength",
+    "adain_factor": "--adain-factor",
+    "transformer_schedule": "--transformer-schedule",
 }
-_TYPES = {"height": int, "width": int, "num_frames": int, "seed": int}
+_TYPES = {
+    "height": int,
+    "width": int,
+    "num_frames": int,
+    "seed": int,
+    "temporal_tile_frames": int,
+    "temporal_overlap_frames": int,
+    "transformer_schedule": str,
+}
 
 
 def flags_of(fields: dict[str, Any], env: Env) -> list[str] | None:

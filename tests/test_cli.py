@@ -122,7 +122,7 @@ class FakePipeline:
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs, self.requests = kwargs, []
 
-    def generate(self, request: GenerationRequest, *, callback: Any = None) -> Any:
+    def generate(self, request: GenerationRequest, *, callback: Any = None, frames: Any = None) -> Any:
         self.requests.append(request)
         from ltxv.pipelines.progress import ProgressEvent
 
@@ -130,7 +130,10 @@ class FakePipeline:
             for i in range(n):
                 callback(ProgressEvent("denoise", i + 1, n, pass_index=k, num_passes=2, t=1.0 - i / n))
         video = torch.zeros(1).expand(request.num_frames, request.height, request.width, 3)  # no memory
-        return types.SimpleNamespace(video=video, latents=torch.zeros(1, 16, 1, 1, 1))
+        if frames is not None:  # streamed to a writer
+            frames(video)
+            video = None
+        return types.SimpleNamespace(video=video, latents=torch.zeros(1, 16, 1, 1, 1), step_models=())
 
 
 @pytest.fixture
@@ -171,10 +174,25 @@ def fake_library(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(b"")
 
+    class Mp4Writer:  # the streaming writer: records what a save_output of the whole video would have
+        def __init__(self, path: Any, fps: float) -> None:
+            self.path, self.fps, self.blocks = path, fps, []
+
+        def __enter__(self) -> Any:
+            return self
+
+        def write(self, frames: torch.Tensor) -> None:
+            self.blocks.append(frames)
+
+        def __exit__(self, *exc: Any) -> None:
+            if exc[0] is None:
+                save_output(self.path, torch.cat(self.blocks), None, fps=self.fps)
+
     monkeypatch.setattr(models.ModelChoice, "preflight", lambda self: FakePreflight(self))
     monkeypatch.setattr(models.ModelChoice, "load", load)
     monkeypatch.setattr(video_io, "save_output", save_output)
     monkeypatch.setattr(video_io, "write_png", write_png)
+    monkeypatch.setattr(video_io, "Mp4Writer", Mp4Writer)
     return log
 
 

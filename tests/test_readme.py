@@ -22,6 +22,13 @@ SUBSTITUTIONS = (
     ("python", "compile=True", "compile=False"),  # torch.compile takes minutes on two cores; tested elsewhere
     ("python", "height=480, width=704, num_frames=97", "height=64, width=96, num_frames=9"),
     ("bash", "--height 480 --width 704 --num-frames 97", "--height 64 --width 96 --num-frames 9"),
+    # the long-video example: 12 s (289 frames, four windows) of the tiny model, on the demo's own input image
+    (
+        "bash",
+        "--seconds 60 --frame-rate 24 --height 512 --width 768",
+        "--seconds 12 --frame-rate 24 --height 64 --width 96",
+    ),
+    ("bash", "fox.png", "ltxv-demo/i2v-input.png"),
 )
 SKIPPED = ("pip install", "bash scripts/test.sh")  # installing, and this very suite
 
@@ -113,11 +120,13 @@ def test_readme_commands_run(offline_hub: Path, capsys: pytest.CaptureFixture[st
                 assert argv[0] == "ltxv", command
                 assert cli.main(argv[1:]) == 0, (command, capsys.readouterr().err)
                 ran.append(argv[1])
-    assert ran == ["demo", "generate"]
+    assert ran == ["demo", "generate", "generate", "generate"]  # the quick start, long video, hybrid
     assert {i for i, s in enumerate(SUBSTITUTIONS) if s[0] == "bash"} <= used, "a substitution no longer applies"
     for name in ("t2v", "i2v"):  # ltxv demo: the tiny model's two clips
         assert _read_mp4(offline_hub / "ltxv-demo" / f"{name}.mp4") == (17, 64, 96)
     assert _read_mp4(offline_hub / "fox.mp4") == (9, 64, 96)
+    assert _read_mp4(offline_hub / "fox-60s.mp4") == (289, 64, 96)
+    assert _read_mp4(offline_hub / "hybrid.mp4") == (9, 64, 96)
     err = capsys.readouterr().err
     assert "denoise pass 1/2" in err and "denoise pass 2/2" in err  # labelled bars
     assert "Loading weights" not in err and "LOAD REPORT" not in err  # transformers' own noise, silenced

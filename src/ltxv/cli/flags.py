@@ -81,6 +81,14 @@ REQUEST_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
         "detailer-lora",
         {"action": "append", "metavar": "PATH[:SCALE]", "help": "a detailer IC-LoRA for the last pass, guided by it"},
     ),
+    ("seconds", {"type": float, "help": "the length instead of --num-frames: seconds x frame rate + 1 frames"}),
+    # Long video: windows once the frames exceed one (windows of 80 beyond 257 frames by default).
+    ("temporal-tile-frames", {"type": int, "help": "long video: frames per window (a multiple of 8)"}),
+    ("temporal-overlap-frames", {"type": int, "default": GenerationRequest.temporal_overlap_frames}),
+    ("overlap-strength", {"type": float, "default": GenerationRequest.overlap_strength}),
+    ("adain-factor", {"type": float, "default": GenerationRequest.adain_factor}),
+    ("window-prompts", {"nargs": "+", "help": "long video: a prompt per window (default: --prompt split on '|')"}),
+    ("transformer-schedule", {"help": 'which transformer runs which steps: "13b:4,2b" or [["13B", 4], ["2B", 9999]]'}),
 )
 MODELS = ("checkpoint", "upsampler", "text_encoder")
 
@@ -108,6 +116,7 @@ def add_model_flags(p: argparse.ArgumentParser, *, seed: bool = True) -> None:
     add(p, "residency", choices=MODES, help="which models stay on the device between stages (default resident)")
     add(p, "quantize", choices=["fp8"], help="quantise the transformer's block linears to fp8 at load")
     add(p, "compile", action="store_true", help="torch.compile the transformer (compile time reported apart)")
+    add(p, "hybrid", action="append", metavar="[LABEL=]PATH", help="another checkpoint's transformer, for schedules")
     add(
         p,
         "max-memory",

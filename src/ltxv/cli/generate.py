@@ -47,8 +47,14 @@ def build_request(a: argparse.Namespace) -> GenerationRequest:
         counts = f"{len(paths)} media paths, {len(frames)} start frames, {len(strengths)} strengths"
         raise RequestError(f"the conditioning lists must have the same length, got {counts}", param="conditioning")
     same = ("prompt", "negative_prompt", "height", "width", "num_frames", "frame_rate", "seed", "denoise_strength")
+    same += ("temporal_tile_frames", "temporal_overlap_frames", "overlap_strength", "adain_factor")
+    if a.seconds is not None:
+        if not a.seconds > 0:
+            raise RequestError(f"--seconds must be > 0, got {a.seconds}", param="num_frames")
+        a.num_frames = round(a.seconds * a.frame_rate) + 1
     request = GenerationRequest(
-        **{k: getattr(a, k) for k in (*same, "image_cond_noise_scale")},
+        **{k: getattr(a, k) for k in (*same, "image_cond_noise_scale", "transformer_schedule")},
+        window_prompts=tuple(a.window_prompts or ()),
         conditioning=tuple(ConditioningMedia(p, f, s) for p, f, s in zip(paths, frames, strengths)),
         input_media=a.input_media_path,
         media_preprocess=not a.no_media_preprocess,
@@ -109,14 +115,23 @@ def progress(plan: Plan | None = None) -> ProgressCallback:
 
 
 def render(pipe: Pipeline, request: GenerationRequest, out: Path, plan: Plan | None = None) -> None:
-    from ltxv.io.video import save_output
+    """Generate into ``out``; an mp4 is written block by block as the decoder produces the frames (the memory
+    estimate is logged first, the compile time later). In a split run only rank 0 writes."""
+    import json
+
+    from ltxv.io.video import Mp4Writer, save_output
     from ltxv.parallel.launch import rank
 
-    if rank() != 0:  # the other ranks of a split run: rank 0 writes
+    if rank() != 0:  # the other ranks of a split run compute their share of every step; rank 0 writes
         pipe.generate(request)
         return
-    result = pipe.generate(request, callback=progress(plan))  # logs the memory estimate first, the compile time later
-    save_output(out, result.video, result.latents, fps=request.frame_rate)
+    if out.suffix.lower() == ".mp4":
+        with Mp4Writer(out, request.frame_rate) as writer:
+            pipe.generate(request, callback=progress(plan), frames=writer.write)
+    else:
+        result = pipe.generate(request, callback=progress(plan))
+        meta = {"step_models": json.dumps(result.step_models)}  # which transformer ran each step of each pass
+        save_output(out, result.video, result.latents, fps=request.frame_rate, metadata=meta)  # type: ignore[arg-type]
     print(f"wrote {out}")
 
 
@@ -129,7 +144,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
     check_output(out, num_frames=a.num_frames, height=a.height, width=a.width, fps=a.frame_rate, overwrite=a.overwrite)
     models = ModelChoice.from_args(a, request.recipe)
     checked = models.preflight()
-    plan = checked.check(request, out, overwrite=a.overwrite)
+    plan = checked.check(request, out, overwrite=a.overwrite, streamed=out.suffix.lower() == ".mp4")
     h, w, f = request.height, request.width, request.num_frames
     if plan.size != (h, w, f):
         log.warning(

@@ -54,6 +54,7 @@ class ModelChoice:
     quantize: str | None
     compile: bool
     max_memory: int | None
+    hybrid: tuple[str, ...] = ()  # further checkpoints whose transformers join the pipeline, [LABEL=]PATH each
 
     @classmethod
     def from_args(cls, a: argparse.Namespace, recipe: Recipe | None = None) -> ModelChoice:
@@ -61,7 +62,7 @@ class ModelChoice:
         device = str(check_device(a.device))
         args = pipeline_args(recipe, **{k: getattr(a, k) for k in MODELS}, dtype=a.dtype, device=device)
         residency = a.residency or ("offload-text" if getattr(a, "offload_to_cpu", False) else "resident")
-        return cls(recipe, args, residency, a.quantize, a.compile, a.max_memory)
+        return cls(recipe, args, residency, a.quantize, a.compile, a.max_memory, tuple(a.hybrid or ()))
 
     def preflight(self) -> Preflight:
         """The models' files resolved and checked from their headers (no weights read)."""
@@ -78,6 +79,7 @@ class ModelChoice:
                 residency=self.residency,
                 quantize=self.quantize,
                 max_memory=self.max_memory,
+                hybrid=self.hybrid,
             )
         except LoadError as e:
             if "could not be downloaded" in str(e):

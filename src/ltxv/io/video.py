@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -198,26 +198,77 @@ def _mp4_stream(container: Any, height: int, width: int, fps: float, crf: int) -
 
 def write_mp4(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float, *, crf: int = MP4_CRF) -> Path:
     """(F, H, W, 3) uint8, or a float tensor in [0, 1] (truncated to uint8 frame by frame, as :func:`to_uint8`) ->
-    H.264 yuv420p MP4 at ``fps``. yuv420p needs even sizes: an odd height or width is padded by repeating the last
-    row/column, so the file is one pixel larger on that edge (the reference's writer instead rescales to a multiple
-    of 16; ``ltxv generate`` refuses odd sizes for an mp4)."""
-    import av
-
-    path = Path(path)
+    H.264 yuv420p MP4 at ``fps``; see :class:`Mp4Writer`."""
     arr = _frames(frames, 4)
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    h, w = arr.shape[1:3]
-    rate = mp4_rate(fps)
-    with _atomic(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
-        stream = _mp4_stream(container, h, w, fps, crf)
+    with Mp4Writer(path, fps, crf=crf) as writer:
+        writer.write(arr)
+    return Path(path)
+
+
+class Mp4Writer:
+    """An H.264 yuv420p MP4 written block by block, for videos that never exist whole (a long video's frames are
+    written as they leave the decoder): ``with Mp4Writer(path, fps) as w: w.write(frames)``. ``write`` takes
+    (n, H, W, 3) uint8, or a float tensor in [0, 1] (truncated to uint8 frame by frame, as :func:`to_uint8`). The
+    file is written as :func:`_atomic` writes: a hidden temporary renamed into place when the block completes, and
+    nothing left (nor a folder made for it) if it raises.
+
+    yuv420p needs even sizes: an odd height or width is padded by repeating the last row/column, so the file is one
+    pixel larger on that edge (the reference's writer instead rescales to a multiple of 16; ``ltxv generate`` refuses
+    odd sizes for an mp4)."""
+
+    def __init__(self, path: str | Path, fps: float, *, crf: int = MP4_CRF) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path, self.fps, self.crf = Path(path), fps, crf
+        self.frames = 0
+        self._stack: ExitStack | None = None
+        self._container: Any = None
+        self._stream: Any = None
+        self._size: tuple[int, int] | None = None
+
+    def __enter__(self) -> Mp4Writer:
+        import av
+
+        with ExitStack() as stack:
+            tmp = stack.enter_context(_atomic(self.path))
+            self._container = stack.enter_context(av.open(str(tmp), "w", format="mp4"))
+            self._stack = stack.pop_all()
+        return self
+
+    def write(self, frames: torch.Tensor | np.ndarray) -> None:
+        """Append frames (n, H, W, 3), uint8 or float in [0, 1]; every block has the first block's size."""
+        import av
+
+        if self._container is None:
+            raise RuntimeError("Mp4Writer.write outside its with-block")
+        arr = _frames(frames, 4)
+        h, w = arr.shape[1:3]
+        if self._stream is None:
+            self._stream, self._size = _mp4_stream(self._container, h, w, self.fps, self.crf), (h, w)
+        elif (h, w) != self._size:
+            raise ValueError(f"frames of {h}x{w} after frames of {self._size[0]}x{self._size[1]}")  # type: ignore[index]
+        rate = mp4_rate(self.fps)
         for i in range(arr.shape[0]):
             frame = np.pad(_frame_u8(arr, i), ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            video_frame.pts, video_frame.time_base = i, 1 / rate
-            container.mux(stream.encode(video_frame))
-        container.mux(stream.encode())
-    return path
+            video_frame.pts, video_frame.time_base = self.frames, 1 / rate
+            self._container.mux(self._stream.encode(video_frame))
+            self.frames += 1
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: Any) -> None:
+        stack, container = self._stack, self._container
+        self._stack, self._container = None, None
+        assert stack is not None
+        if kind is None:
+            try:
+                if self._stream is None:
+                    raise ValueError(f"{self.path}: no frames were written")
+                container.mux(self._stream.encode())  # the encoder's delayed frames
+            except BaseException as e:  # nothing is left behind for a failed flush either
+                if not stack.__exit__(type(e), e, e.__traceback__):
+                    raise
+                return
+        stack.__exit__(kind, value, tb)  # closes the file, then renames it into place or removes it
 
 
 def check_mp4_encoder(height: int, width: int, fps: float, *, crf: int = MP4_CRF) -> None:
@@ -250,9 +301,15 @@ def write_png(path: str | Path, image: torch.Tensor | np.ndarray) -> Path:
     return path
 
 
-def write_tensors(path: str | Path, video: torch.Tensor, latents: torch.Tensor | None = None) -> Path:
+def write_tensors(
+    path: str | Path,
+    video: torch.Tensor,
+    latents: torch.Tensor | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """The float ``video`` (F, H, W, 3) before any uint8 conversion and the final ``latents``, both as float32
-    safetensors, for exact comparisons. Written tensor by tensor from memory (no serialised copy of the video)."""
+    safetensors, for exact comparisons; ``metadata`` goes into the header (e.g. which model ran each step). Written
+    tensor by tensor from memory (no serialised copy of the video)."""
     from ltxv.weights.safetensors_file import write_safetensors
 
     path = Path(path)
@@ -260,15 +317,20 @@ def write_tensors(path: str | Path, video: torch.Tensor, latents: torch.Tensor |
     if latents is not None:
         tensors["latents"] = latents.detach().float().cpu().contiguous()
     with _atomic(path) as tmp:
-        write_safetensors(tmp, tensors)
+        write_safetensors(tmp, tensors, metadata)
     return path
 
 
 def save_output(
-    path: str | Path, video: torch.Tensor, latents: torch.Tensor | None = None, *, fps: float = 30.0
+    path: str | Path,
+    video: torch.Tensor,
+    latents: torch.Tensor | None = None,
+    *,
+    fps: float = 30.0,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write a generated video (F, H, W, 3) float in [0, 1] by the suffix of ``path``: ``.mp4``, ``.png`` (one
-    frame) or ``.safetensors`` (float video + latents)."""
+    frame) or ``.safetensors`` (float video + latents, with ``metadata``)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".mp4":
@@ -278,5 +340,5 @@ def save_output(
             raise ValueError(f"{path}: a PNG holds one frame, the video has {video.shape[0]}; use .mp4")
         return write_png(path, video[0])
     if suffix == ".safetensors":
-        return write_tensors(path, video, latents)
+        return write_tensors(path, video, latents, metadata)
     raise ValueError(f"{path}: unsupported output type {suffix!r} (use one of {', '.join(OUTPUT_SUFFIXES)})")

@@ -3,7 +3,9 @@
 T2V, I2V, keyframes, extension and V2V differ only in the media a request carries (conditioning items, a source
 video); one pass or two (multi-scale) is the recipe's choice. Multi-scale follows the reference (study §4.8): pass 1 at
 ``int(x * downscale) // 32 * 32``, latent upsampler, AdaIN to the pass-1 latents, pass 2 at twice the pass-1 size
-re-noised to its first timestep, decode, bilinear resize to the requested (padded) size.
+re-noised to its first timestep, decode, bilinear resize to the requested (padded) size. Longer videos than one clip
+are a loop over temporal windows of one pass (:mod:`ltxv.pipelines.long_video`), and a pipeline may hold several
+transformers that a schedule picks per step (:mod:`ltxv.pipelines.hybrid`).
 
 LoRAs are merged into the main transformer's weights per pass (``PassSettings.loras``, else the pipeline's own set:
 ``load_pipeline(loras=)`` / :meth:`Pipeline.set_loras`); switching sets rewrites only the linears they touch
@@ -26,19 +28,29 @@ import torch
 from ltxv.config import SchedulerConfig
 from ltxv.lora.merge import LoraMerger, LoraSpec
 from ltxv.model.transformer import Transformer
+from ltxv.pipelines import hybrid as hybrid_module
 from ltxv.pipelines import preflight
 from ltxv.pipelines.denoise import CallTransformer, StepModels
 from ltxv.pipelines.media import load_request_media
 from ltxv.pipelines.preflight import Preflight
 from ltxv.pipelines.progress import ProgressCallback, ProgressEvent
-from ltxv.pipelines.request import GenerationRequest, Lora
-from ltxv.pipelines.stages import PassMedia, PassPlan, Streams, decode, encode_text, run_pass
+from ltxv.pipelines.request import GenerationRequest, Lora, RequestError
+from ltxv.pipelines.stages import (
+    FrameConsumer,
+    PassMedia,
+    PassPlan,
+    Streams,
+    decode,
+    encode_text,
+    output_settings,
+    run_pass,
+)
 from ltxv.runtime.compile import CompileStats, compile_transformer
 from ltxv.runtime.estimate import MemoryEstimate
 from ltxv.runtime.residency import Residency
 from ltxv.sampling.latent_ops import adain
 from ltxv.text.t5 import TextEncoder
-from ltxv.weights.load import Models, load_models
+from ltxv.weights.load import Models, load_models, load_transformer
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -48,8 +60,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GenerationResult:
-    video: torch.Tensor  # (F, H, W, 3) float in [0, 1], cropped to the requested size and frame count
-    latents: torch.Tensor  # (1, C, F', H', W') normalised latents of the last pass
+    video: torch.Tensor | None  # (F, H, W, 3) float in [0, 1], cropped to the requested size and frame count; None
+    # when the frames went to a consumer as they were decoded (``generate(..., frames=...)``)
+    latents: torch.Tensor  # (1, C, F', H', W') normalised latents of the last pass (of the whole long video)
+    step_models: tuple[tuple[str, ...], ...] = ()  # the label of the transformer that ran each step, per pass
 
 
 class Pipeline:
@@ -63,13 +77,15 @@ class Pipeline:
         compile: bool = False,
         max_memory: int | None = None,
         group: ProcessGroup | None = None,
+        label: str = "main",
     ) -> None:
         """``residency``: see :mod:`ltxv.runtime.residency` (the models are expected where its ``home`` says, as
         :func:`load_pipeline` puts them). ``compile``: ``torch.compile`` the transformer; the compile time is kept
         apart in ``compile_stats``. ``max_memory``: the device bytes a run may use (default: what the device has
         free); ``generate`` refuses a request whose estimate does not fit before it computes anything. ``group``:
         run every request on all ranks of this process group, the video tokens split over them (:mod:`ltxv.parallel`);
-        every rank calls ``generate`` with the same request."""
+        every rank calls ``generate`` with the same request. ``label``: the main transformer's name in transformer
+        schedules."""
         if compile and group is not None:
             raise ValueError("compile and a process group do not go together yet: the split call runs eagerly")
         self.models = models
@@ -77,14 +93,14 @@ class Pipeline:
         self.group = group
         self.device = torch.device(device)
         self.residency = Residency(self.device, residency)
-        self.preflight = Preflight.for_models(
-            models, text_encoder, device=self.device, residency=residency, max_memory=max_memory
-        )
+        self.max_memory = max_memory
         self.compile_stats: CompileStats | None = compile_transformer(models.transformer) if compile else None
         # Every transformer the pipeline can run, by label; they share the VAE, T5, upsampler and latent space.
-        self.transformers: dict[str, Transformer] = {"main": models.transformer}
+        self.transformers: dict[str, Transformer] = {label: models.transformer}
+        self.main_label = label
         self.lora = LoraMerger(models.transformer)  # LoRAs edit the main transformer's weights
         self.loras: tuple[LoraSpec, ...] = ()  # the pipeline's own set, for passes that name none
+        self.preflight = self._preflight()
 
     def set_loras(self, loras: Sequence[LoraSpec | Lora]) -> None:
         """Make ``loras`` ((path, scale) pairs or :class:`Lora` s) the pipeline's LoRA set and merge it now, without
@@ -102,9 +118,39 @@ class Pipeline:
         own = request.recipe.passes[pass_index].loras
         return self.loras if own is None else tuple((x.path, x.scale) for x in own)
 
+    def _preflight(self) -> Preflight:
+        others = {k: t for k, t in self.transformers.items() if t is not self.models.transformer}
+        return Preflight.for_models(
+            self.models,
+            self.text_encoder,
+            device=self.device,
+            residency=self.residency.mode,
+            max_memory=self.max_memory,
+            transformers={self.main_label: self.models.transformer, **others},
+        )
+
+    def add_transformer(self, label: str, transformer: Transformer) -> None:
+        """Another transformer for schedules to name. It must share the main one's latent and text spaces and its
+        positions (:data:`ltxv.pipelines.hybrid.SHARED`; the 2B and 13B 0.9.8 distilled do)."""
+        if label in self.transformers:
+            raise RequestError(f"two transformers are labelled {label!r}; name one with LABEL=PATH", param="hybrid")
+        hybrid_module.check_compatible(self.models.transformer.cfg, transformer.cfg, label)
+        self.transformers[label] = transformer
+        self.preflight = self._preflight()
+
+    def step_labels(self, request: GenerationRequest) -> list[list[str]]:
+        """The label of the transformer that runs each step of each pass (a long video: its windows' one pass), by
+        the request's transformer schedule (:func:`ltxv.pipelines.hybrid.step_labels`)."""
+        steps = [len(ts) for _, _, ts in preflight.trajectory(self.models.config, request)]
+        widths = {k: t.cfg.inner_dim for k, t in self.transformers.items()}
+        return hybrid_module.step_labels(request.transformer_schedule, steps, widths)
+
     def step_models(self, request: GenerationRequest, pass_index: int, steps: int) -> StepModels:
-        """(label, transformer) for every step of pass ``pass_index``: the main transformer throughout."""
-        return [("main", self.models.transformer)] * steps
+        """(label, transformer) for every step of pass ``pass_index``, by :meth:`step_labels`."""
+        labels = self.step_labels(request)[pass_index]
+        if len(labels) != steps:
+            raise ValueError(f"pass {pass_index} runs {steps} steps, its schedule has {len(labels)}")
+        return [(label, self.transformers[label]) for label in labels]
 
     def transformer_call(self, request: GenerationRequest, pass_index: int) -> CallTransformer | None:
         """How the denoiser of a pass evaluates the transformer (None: a plain call). Made anew for every pass, so
@@ -132,17 +178,31 @@ class Pipeline:
         return self.preflight.plan(request, mode=self.residency.mode).memory
 
     @torch.inference_mode()
-    def generate(self, request: GenerationRequest, *, callback: ProgressCallback | None = None) -> GenerationResult:
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        callback: ProgressCallback | None = None,
+        frames: FrameConsumer | None = None,
+    ) -> GenerationResult:
         """Run ``request``; ``callback`` receives a :class:`ProgressEvent` per unit of work (raise from it to stop).
         Everything that can be checked before computing is (:meth:`Preflight.check`: the request, its media, the
-        recipe against the model, the memory), so a bad request fails at once, with one line."""
-        checked = self.preflight.check(request)
+        recipe against the model, the transformer schedule, the memory), so a bad request fails at once, with one
+        line. ``frames``: receives the output video block by block as it is decoded, ``(n, h, w, 3)`` float32 in
+        [0, 1] in frame order (e.g. :meth:`ltxv.io.video.Mp4Writer.write`); the result's video is then None, so no
+        video-sized tensor ever exists. A request longer than one clip runs as a long video
+        (:mod:`ltxv.pipelines.long_video`)."""
+        checked = self.preflight.check(request, streamed=frames is not None)
         log.info("%s", checked.memory.summary())
+        if checked.windows is not None:
+            from ltxv.pipelines.long_video import generate_long
+
+            return generate_long(self, checked, callback=callback, frames=frames)
         recipe = request.recipe
         m = self.models
-        height, width, frames = checked.size
+        height, width, num_frames = checked.size
         sizes = [(p.height, p.width) for p in checked.passes]
-        media = load_request_media(request, height, width, frames, checked.media)
+        media = load_request_media(request, height, width, num_frames, checked.media)
         loras = [self.pass_loras(request, i) for i in range(len(sizes))]
         for i, chosen in enumerate(loras):
             self.lora.check(chosen)  # read (and cached) before any work: the switches below only merge
@@ -159,13 +219,15 @@ class Pipeline:
         if callback is not None:
             callback(ProgressEvent("text", 1, 1))
 
+        used: list[tuple[str, ...]] = []
+
         def one_pass(i: int, pm: PassMedia, init: torch.Tensor | None) -> torch.Tensor:
             h, w = sizes[i]
-            ts = self.pass_timesteps(request, i, h, w, pm.source is not None)
+            ts = torch.tensor(checked.passes[i].timesteps, dtype=torch.float32)
             plan = PassPlan(
                 h,
                 w,
-                frames,
+                num_frames,
                 request.frame_rate,
                 recipe.passes[i],
                 ts,
@@ -175,11 +237,14 @@ class Pipeline:
                 num_passes=len(sizes),
             )
             models = self.step_models(request, i, len(ts))
+            used.append(tuple(label for label, _ in models))
             call = self.transformer_call(request, i)
             self.lora.apply(loras[i])  # where the weights live between stages, so residency's host copies follow
             encodes = pm.source is not None or pm.conditioning or any(c.media is not None for c in pm.control)
-            with use(transformer=m.transformer, vae=m.vae if encodes else None):
-                return run_pass(models, m.vae, text, plan, pm, init, streams, call=call, progress=callback)
+            with self.residency.use_pass(dict(models), vae=m.vae if encodes else None) as activate:
+                return run_pass(
+                    models, m.vae, text, plan, pm, init, streams, call=call, progress=callback, activate=activate
+                )
 
         if len(sizes) == 1:
             latents = one_pass(0, media, None)
@@ -190,22 +255,10 @@ class Pipeline:
             if callback is not None:
                 callback(ProgressEvent("upsample", 1, 1))
             latents = one_pass(1, PassMedia(conditioning=media.conditioning, control=media.control), up)
-        last = recipe.passes[-1]
-        top, left = (height - request.height) // 2, (width - request.width) // 2
         with use(vae=m.vae):
-            video = decode(
-                m.vae,
-                latents,
-                decode_timestep=recipe.decode_timestep,
-                decode_noise_scale=recipe.decode_noise_scale,
-                tone_map_ratio=last.tone_map_compression_ratio,
-                streams=streams,
-                size=(height, width),
-                crop=(top, left, request.height, request.width),
-                num_frames=request.num_frames,
-                progress=callback,
-            )
-        return GenerationResult(video=video, latents=latents)
+            out = output_settings(request, height, width)
+            video = decode(m.vae, latents, **out, streams=streams, progress=callback, frames=frames)
+        return GenerationResult(video=video, latents=latents, step_models=tuple(used))
 
 
 def load_pipeline(
@@ -220,6 +273,7 @@ def load_pipeline(
     compile: bool = False,
     max_memory: int | None = None,
     loras: Sequence[LoraSpec | Lora] = (),
+    hybrid: str | Path | Sequence[str | Path] = (),
     group: ProcessGroup | None = None,
 ) -> Pipeline:
     """Load the models once; call ``generate`` as often as needed. Names of released files resolve via the hub.
@@ -233,11 +287,21 @@ def load_pipeline(
     ``torch.compile`` the transformer (opt-in; its compile time is reported apart, ``Pipeline.compile_stats``).
     ``max_memory``: see :class:`Pipeline`. The VAE encoder is read from the checkpoint on the first request that
     encodes media (``lazy_vae_encoder``). ``loras``: (path, scale) pairs (or :class:`Lora` s) merged into the
-    transformer once it is loaded, checked against it before any weight is read: the pipeline's LoRA set,
-    :meth:`Pipeline.set_loras`. ``group``: a ``torch.distributed`` process group to split every request's tokens
-    over (see :class:`Pipeline`)."""
+    (main) transformer once it is loaded, checked against it before any weight is read: the pipeline's LoRA set,
+    :meth:`Pipeline.set_loras`. ``hybrid``: further checkpoints whose transformers (only) join the pipeline, each
+    ``PATH`` or ``LABEL=PATH``, for transformer schedules (:mod:`ltxv.pipelines.hybrid`; labels default to the file
+    name's size token, ``2b``, ``13b``, else ``main`` for ``checkpoint`` and ``hybrid`` for the others; LoRAs edit
+    the main one only). ``group``: a ``torch.distributed`` process group to split every request's tokens over (see
+    :class:`Pipeline`)."""
     checked = Preflight.from_files(
-        checkpoint, upsampler, text_encoder, dtype=dtype, device=device, residency=residency, quantize=quantize
+        checkpoint,
+        upsampler,
+        text_encoder,
+        dtype=dtype,
+        device=device,
+        residency=residency,
+        quantize=quantize,
+        hybrid=[hybrid] if isinstance(hybrid, str | Path) else list(hybrid),
     )
     checked.max_memory = max_memory
     return load_checked(checked, compile=compile, loras=loras, group=group)
@@ -270,9 +334,22 @@ def load_checked(
     encoder = TextEncoder.from_pretrained(
         files["text_encoder"], dtype=checked.dtype, device=policy.home("text_encoder")
     )  # type: ignore[arg-type]
+    labels = checked.labels
     pipe = Pipeline(
-        models, encoder, device, residency=residency, compile=compile, max_memory=checked.max_memory, group=group
+        models,
+        encoder,
+        device,
+        residency=residency,
+        compile=compile,
+        max_memory=checked.max_memory,
+        group=group,
+        label=labels[0],
     )
+    for label, path in zip(labels[1:], checked.hybrid_files):
+        transformer, _ = load_transformer(path, dtype=checked.dtype, device=home, quantize=checked.quantize)  # type: ignore[arg-type]
+        if compile:
+            compile_transformer(transformer)
+        pipe.add_transformer(label, transformer)
     if specs:
         pipe.set_loras(specs)
     return pipe

@@ -24,14 +24,17 @@ Every failure is an :class:`~ltxv.errors.LtxvError` (``RequestError``, ``LoadErr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ltxv.conditioning.window import temporal_windows
 from ltxv.config import CheckpointConfig, SchedulerConfig
 from ltxv.io.output import check_output
+from ltxv.pipelines import hybrid as hybrid_module
 from ltxv.pipelines import stages
 from ltxv.pipelines.denoise import per_step_guidance
 from ltxv.pipelines.media import MediaPlan, control_items, media_items, plan_media
@@ -69,6 +72,8 @@ class Plan:
     media: MediaPlan
     memory: MemoryEstimate
     output: Path | None = None
+    windows: tuple[tuple[int, int], ...] | None = None  # a long video's windows ([start, end) latent frames)
+    step_labels: tuple[tuple[str, ...], ...] = ()  # the transformer that runs each step of each pass
 
 
 def scheduler_config(config: CheckpointConfig, sampler: str) -> SchedulerConfig:
@@ -97,12 +102,19 @@ def pass_sizes(config: CheckpointConfig, request: GenerationRequest) -> list[tup
 
 
 def pass_timesteps(
-    config: CheckpointConfig, request: GenerationRequest, i: int, h: int, w: int, from_source: bool
+    config: CheckpointConfig,
+    request: GenerationRequest,
+    i: int,
+    h: int,
+    w: int,
+    from_source: bool,
+    frames: int | None = None,
 ) -> torch.Tensor:
-    """The timesteps pass ``i`` runs at (h, w); ``from_source``: it starts from an encoded source video."""
+    """The timesteps pass ``i`` runs at (h, w) over ``frames`` pixel frames (default: the request's, padded);
+    ``from_source``: it starts from an encoded source video."""
     recipe = request.recipe
     where = f"recipe.{('first', 'second')[i]}_pass"
-    frames = padded_size(request.height, request.width, request.num_frames)[2]
+    frames = frames or padded_size(request.height, request.width, request.num_frames)[2]
     s, tc = config.vae.spatial_compression, config.vae.temporal_compression
     n_tokens = ((frames - 1) // tc + 1) * (h // s) * (w // s)
     allowed = config.allowed_inference_steps
@@ -119,6 +131,27 @@ def pass_timesteps(
                 param="denoise_strength",
             )
     return ts
+
+
+def windows(config: CheckpointConfig, request: GenerationRequest) -> list[tuple[int, int]] | None:
+    """The [start, end) latent frames of each window of a long video (``request.window_frames``); None for a clip."""
+    tile = request.window_frames()
+    if tile is None:
+        return None
+    tc = config.vae.temporal_compression
+    frames = padded_size(request.height, request.width, request.num_frames)[2]
+    return temporal_windows((frames - 1) // tc + 1, tile // tc, request.temporal_overlap_frames // tc)
+
+
+def trajectory(config: CheckpointConfig, request: GenerationRequest) -> list[tuple[int, int, torch.Tensor]]:
+    """(height, width, timesteps) of every pass the request runs. A long video's windows run the same passes, each
+    pass's timesteps made for a window's token count."""
+    window = request.window_frames()
+    frames = None if window is None else window + 1
+    return [
+        (h, w, pass_timesteps(config, request, i, h, w, i == 0 and request.input_media is not None, frames))
+        for i, (h, w) in enumerate(pass_sizes(config, request))
+    ]
 
 
 def _size(n: int) -> str:
@@ -157,6 +190,14 @@ class Preflight:
         self.files: dict[str, Path | None] = {}  # the resolved model files (from_files)
         self.dtype: torch.dtype | None = None  # the compute dtype the files are checked for (from_files)
         self.quantize: str | None = None  # and the quantisation
+        # The transformers a schedule can name: label -> inner width, the main one first (a hybrid pipeline's
+        # further ones after it), and the files of those further ones (from_files).
+        self.widths: dict[str, int] = {"main": config.transformer.inner_dim}
+        self.hybrid_files: list[Path] = []
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.widths)
 
     @classmethod
     def from_files(
@@ -171,13 +212,16 @@ class Preflight:
         quantize: str | None = None,
         max_memory: int | None = None,
         limits: Limits | None = None,
+        hybrid: Sequence[str | Path] = (),
     ) -> Preflight:
         """From the model files (paths, or released names resolved as ``load_pipeline`` resolves them: the Hugging
         Face cache, else a download), reading headers and configs only: every network built on the meta device and
         checked against its file key by key and shape by shape, the text encoder's folder checked (safetensors,
         names, shapes, tokenizer) and matched with the transformer's caption width. ``dtype`` None: the default
         (``presets.default_dtype``); ``device`` None: CUDA if present, else the CPU. ``self.files`` holds the
-        resolved paths to load from."""
+        resolved paths to load from. ``hybrid``: further checkpoints (``PATH`` or ``LABEL=PATH``) whose transformers
+        a hybrid pipeline holds, checked the same way and against the main one (:func:`hybrid_module.check_compatible`);
+        ``self.labels`` and ``self.hybrid_files`` hold their labels and paths."""
         from ltxv.pipelines.presets import default_dtype
         from ltxv.text.t5 import check_text_encoder, meta_text_encoder
         from ltxv.weights.errors import LoadError
@@ -199,10 +243,13 @@ class Preflight:
                 "checkpoint",
                 param="text_encoder",
             )
-        sizes = ModelSizes.of(models, meta_text_encoder(t5_config, dtype), lazy_encoder=True)
+        transformers, paths = _hybrid_transformers(models, ckpt, hybrid, dtype, quantize)
+        sizes = ModelSizes.of(models, meta_text_encoder(t5_config, dtype), lazy_encoder=True, transformers=transformers)
         pre = cls(models.config, sizes, device=dev, residency=residency, max_memory=max_memory, limits=limits)
         pre.files = {"checkpoint": ckpt, "upsampler": up, "text_encoder": text}
         pre.dtype, pre.quantize = dtype, quantize
+        pre.widths = {k: t.cfg.inner_dim for k, t in transformers.items()}
+        pre.hybrid_files = paths
         return pre
 
     @classmethod
@@ -215,28 +262,35 @@ class Preflight:
         residency: str = "resident",
         max_memory: int | None = None,
         limits: Limits | None = None,
+        transformers: Mapping[str, Any] | None = None,
     ) -> Preflight:
         """For loaded models (``ltxv.weights.load.Models`` and a ``TextEncoder``), whose weights already sit where
-        the residency mode keeps them: only the rest of a run must fit."""
-        sizes = ModelSizes.of(models, text_encoder)
+        the residency mode keeps them: only the rest of a run must fit. ``transformers``: every transformer a
+        schedule can name, by label, the main one first (default: the main one, ``main``)."""
+        transformers = dict(transformers or {"main": models.transformer})
+        sizes = ModelSizes.of(models, text_encoder, transformers=transformers)
         dev = check_device(device)
         # On a CPU every weight is in memory already; elsewhere those the mode keeps on the device (a lazy encoder
         # not yet read is in neither).
         held = sum(b for r, b in sizes.weights.items() if dev.type == "cpu" or not offloads(residency, r))
         held -= sizes.lazy_encoder if dev.type == "cpu" or not offloads(residency, "vae") else 0
-        return cls(
+        pre = cls(
             models.config, sizes, device=dev, residency=residency, max_memory=max_memory, held=held, limits=limits
         )
+        pre.widths = {k: t.cfg.inner_dim for k, t in transformers.items()}
+        return pre
 
     # --- the checks -------------------------------------------------------------------------------------------------
 
-    def plan(self, request: Any, *, mode: str | None = None) -> Plan:
-        """Every check that needs no device or output: the request, its media, its passes; with the memory estimate
-        under ``mode`` (default: this preflight's residency, or "resident" on a CPU, where every model lives in
-        memory whatever the mode)."""
+    def plan(self, request: Any, *, mode: str | None = None, streamed: bool = False) -> Plan:
+        """Every check that needs no device or output: the request, its media, its passes, its transformer schedule;
+        with the memory estimate under ``mode`` (default: this preflight's residency, or "resident" on a CPU, where
+        every model lives in memory whatever the mode). ``streamed``: the output goes to a frame consumer as it is
+        decoded, so the estimate holds no output video. A long video is estimated for one window."""
         request = as_request(request)
         cfg, recipe = self.config, request.recipe
         self._check_limits(request)
+        wins = windows(cfg, request)
         if recipe.pipeline_type == "multi-scale" and self.sizes.upsampler is None:
             raise RequestError(
                 "the recipe is multi-scale: it needs a latent upsampler (--upsampler FILE / upsampler=...), or use a "
@@ -244,22 +298,33 @@ class Preflight:
                 param="upsampler",
             )
         height, width, frames = padded_size(request.height, request.width, request.num_frames)
-        sizes = pass_sizes(cfg, request)
         media = plan_media(request, height, width, frames)
-        passes = []
-        for i, (h, w) in enumerate(sizes):
-            ts = pass_timesteps(cfg, request, i, h, w, i == 0 and media.source is not None)
-            passes.append(PassSchedule(h, w, tuple(ts.tolist())))
+        passes = [PassSchedule(h, w, tuple(ts.tolist())) for h, w, ts in trajectory(cfg, request)]
         self._check_stg(request, passes)
         self.check_loras(request)
         if len(passes) == 2:
             self._check_upsampler_input(request, passes[0], frames)
-        memory = self._estimate(request, passes, media, frames, mode or self._mode())
-        return Plan(request, (height, width, frames), tuple(passes), media, memory)
+        labels = hybrid_module.step_labels(
+            request.transformer_schedule, [len(p.timesteps) for p in passes], self.widths
+        )
+        estimated = frames
+        if wins is not None:
+            if any(n != 1 for n, _ in media.conditioning):
+                raise RequestError(
+                    "a long video is conditioned on an image at frame 0, not on a video", param="conditioning[0].media"
+                )
+            # A window, its appended tail and guide included, is what the transformer and the decoder hold at once.
+            tc = cfg.vae.temporal_compression
+            estimated = tc * (wins[0][1] - wins[0][0] + request.temporal_overlap_frames // tc) + 1
+        memory = self._estimate(request, passes, media, estimated, mode or self._mode(), streamed, frames)
+        step = tuple(tuple(x) for x in labels)
+        return Plan(request, (height, width, frames), tuple(passes), media, memory, None, wins and tuple(wins), step)
 
-    def check(self, request: Any, output: str | Path | None = None, *, overwrite: bool = False) -> Plan:
+    def check(
+        self, request: Any, output: str | Path | None = None, *, overwrite: bool = False, streamed: bool = False
+    ) -> Plan:
         """:meth:`plan`, the output destination (when given) and the memory against the device; returns the plan."""
-        plan = self.plan(request)
+        plan = self.plan(request, streamed=streamed)
         r = plan.request
         if output is not None:
             last, vae = plan.passes[-1], self.config.vae
@@ -275,7 +340,7 @@ class Preflight:
                 latents=latents,
                 overwrite=overwrite,
             )
-            plan = Plan(plan.request, plan.size, plan.passes, plan.media, plan.memory, out)
+            plan = replace(plan, output=out)
         self._check_memory(plan)
         return plan
 
@@ -348,7 +413,14 @@ class Preflight:
             )
 
     def _estimate(
-        self, request: GenerationRequest, passes: list[PassSchedule], media: MediaPlan, frames: int, mode: str
+        self,
+        request: GenerationRequest,
+        passes: list[PassSchedule],
+        media: MediaPlan,
+        frames: int,
+        mode: str,
+        streamed: bool = False,
+        upsample_frames: int | None = None,
     ) -> MemoryEstimate:
         s = self.config.vae.spatial_compression
         shapes = []
@@ -367,15 +439,18 @@ class Preflight:
                     height=p.height,
                     width=p.width,
                     branches=max(len(active_branches(g.cfg, g.stg)) for g in guidance),
-                    per_token_timesteps=bool(media.conditioning or pass_controls),
+                    per_token_timesteps=bool(media.conditioning or pass_controls)
+                    or request.window_frames() is not None,
                     appended_tokens=appended * (p.height // s) * (p.width // s),
                     encode_frames=tuple(n for _, n in media.conditioning)
                     + ((frames,) if from_source else ())
                     + tuple(frames for c in pass_controls if c.media is not None),
                 )
             )
-        output = (request.num_frames, request.height, request.width)
-        return estimate(self.sizes, mode, num_frames=frames, passes=shapes, output=output)
+        output = (0 if streamed else request.num_frames, request.height, request.width)
+        return estimate(
+            self.sizes, mode, num_frames=frames, passes=shapes, output=output, upsample_frames=upsample_frames
+        )
 
     def _check_memory(self, plan: Plan) -> None:
         limit = self.max_memory
@@ -402,3 +477,26 @@ class Preflight:
             param="num_frames",
             code="memory",
         )
+
+
+def _hybrid_transformers(
+    models: Any, checkpoint: Path, specs: Sequence[str | Path], dtype: torch.dtype, quantize: str | None
+) -> tuple[dict[str, Any], list[Path]]:
+    """The transformers a hybrid pipeline of ``models`` and ``specs`` holds, by label, planned from their headers
+    (meta device), each checked against the main one; and the further ones' resolved paths."""
+    from ltxv.weights.hub import resolve
+    from ltxv.weights.load import plan_transformer
+
+    main = hybrid_module.label_for(checkpoint, "main") if specs else "main"
+    out, paths = {main: models.transformer}, []
+    for k, spec in enumerate(specs):
+        label, path = hybrid_module.split_label(str(spec))
+        path = resolve(path, "checkpoint")
+        label = label or hybrid_module.label_for(path, "hybrid" if len(specs) == 1 else f"hybrid{k + 1}")
+        if label in out:
+            raise RequestError(f"two transformers are labelled {label!r}; name one with LABEL=PATH", param="hybrid")
+        transformer, _ = plan_transformer(path, dtype=dtype, quantize=quantize)
+        hybrid_module.check_compatible(models.transformer.cfg, transformer.cfg, label)
+        out[label] = transformer
+        paths.append(Path(path))
+    return out, paths

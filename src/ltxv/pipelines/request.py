@@ -35,6 +35,12 @@ SEED_RANGE = (-(2**63), 2**64 - 1)
 # Frames per second a request may ask for: the rate the transformer's time positions are scaled by and the mp4's rate.
 FRAME_RATE_RANGE = (1.0, 240.0)
 
+# Long video (ltxv.pipelines.long_video): a request without ``temporal_tile_frames`` is one clip up to this many frames
+# (the longest the released models run in one pass, as the reference does) and runs in windows of LONG_TILE_FRAMES
+# beyond; with it, any request longer than one window runs in windows.
+MAX_CLIP_FRAMES = 257
+LONG_TILE_FRAMES = 80
+
 Scalar = float
 PerStep = tuple[float, ...]
 BlockList = tuple[int, ...]
@@ -354,6 +360,17 @@ class GenerationRequest:
     image_cond_noise_scale: float = 0.15
     media_preprocess: bool = True  # the reference's blur + H.264 CRF round trip on conditioning / V2V media
     recipe: Recipe = field(default_factory=default_recipe)
+    # Long video: windows of this many pixel frames (a multiple of 8; None: see MAX_CLIP_FRAMES), overlapping by
+    # temporal_overlap_frames, each conditioned on the previous one's last latents at overlap_strength and matched
+    # to the first window's statistics by adain_factor. Per-window prompts: window_prompts, else the prompt split
+    # on "|" (window k takes entry min(k, n - 1)).
+    temporal_tile_frames: int | None = None
+    temporal_overlap_frames: int = 24
+    overlap_strength: float = 0.5
+    adain_factor: float = 0.25
+    window_prompts: tuple[str, ...] = ()
+    # Which transformer runs which step (ltxv.pipelines.hybrid): "13b:4,2b", or the JSON form '[["13B", 4], ...]'.
+    transformer_schedule: str | None = None
 
     def validate(self) -> None:
         """Every field's type and range; the media are checked against the files later (the preflight)."""
@@ -395,6 +412,13 @@ class GenerationRequest:
             _real(c.strength, f"{p}.strength", 0.0, 1.0, "a number in [0, 1]")
         if self.input_media is not None:
             _media(self.input_media, "input_media")
+        if self.transformer_schedule is not None:
+            from ltxv.pipelines.hybrid import parse_schedule
+
+            try:
+                parse_schedule(self.transformer_schedule)
+            except ValueError as e:
+                raise RequestError(f"transformer_schedule: {e}", param="transformer_schedule") from None
         if self.denoise_strength is not None:
             if self.input_media is None:
                 raise RequestError(
@@ -409,6 +433,56 @@ class GenerationRequest:
         for i, c in enumerate(self.conditioning):
             if isinstance(c, ControlVideo):
                 c.validate(f"conditioning[{i}]", self)
+        self._validate_long()
+
+    def _validate_long(self) -> None:
+        tile, overlap = self.temporal_tile_frames, self.temporal_overlap_frames
+        for name, v, low in (("temporal_tile_frames", tile, 16), ("temporal_overlap_frames", overlap, 8)):
+            if v is not None and (not _is_int(v) or v < low or v % 8):
+                raise RequestError(f"{name} must be a multiple of 8 and at least {low}, got {_got(v)}", param=name)
+        if overlap >= (tile or LONG_TILE_FRAMES):
+            raise RequestError(
+                f"temporal_overlap_frames ({overlap}) must be smaller than temporal_tile_frames "
+                f"({tile or LONG_TILE_FRAMES})",
+                param="temporal_overlap_frames",
+            )
+        for name in ("overlap_strength", "adain_factor"):
+            _real(getattr(self, name), name, 0.0, 1.0, "a number in [0, 1]")
+        prompts = self.window_prompts
+        if not isinstance(prompts, tuple | list) or not all(isinstance(p, str) for p in prompts):
+            raise RequestError(f"window_prompts must be a list of strings, got {_got(prompts)}", param="window_prompts")
+        if self.transformer_schedule is not None and not isinstance(self.transformer_schedule, str | list | tuple):
+            raise RequestError(
+                f"transformer_schedule must be a string, got {_got(self.transformer_schedule)}",
+                param="transformer_schedule",
+            )
+        if self.window_frames() is None:
+            return
+        if self.input_media is not None:
+            raise RequestError(
+                "a long video cannot be video-to-video (no input_media); shorten it to one clip", param="input_media"
+            )
+        last = len(self.recipe.passes) - 1
+        controls = [c for c in self.conditioning if isinstance(c, ControlVideo)]
+        if any(c.media is not None or last == 0 or tuple(c.passes) != (last,) for c in controls):
+            raise RequestError(
+                "a long video takes no IC-LoRA control video, only the detailer's guide (media None) of a multi-scale "
+                "recipe's second pass",
+                param="conditioning",
+            )
+        items = [c for c in self.conditioning if not isinstance(c, ControlVideo)]
+        if len(items) > 1 or any(c.frame != 0 for c in items):
+            raise RequestError(
+                "a long video takes at most one conditioning item: an image at frame 0", param="conditioning"
+            )
+
+    def window_frames(self) -> int | None:
+        """The pixel frames of each window when this request is a long video, None when it is one clip."""
+        frames = padded_size(self.height, self.width, self.num_frames)[2]
+        tile = self.temporal_tile_frames
+        if tile is None:
+            return LONG_TILE_FRAMES if frames > MAX_CLIP_FRAMES else None
+        return tile if (frames - 1) // 8 + 1 > tile // 8 else None  # more latent frames than a window holds
 
     def with_recipe(self, recipe: Recipe) -> GenerationRequest:
         return replace(self, recipe=recipe)

@@ -7,20 +7,23 @@ decode noise). :class:`Streams` reproduces both with generators of our own; the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ltxv.conditioning.state import ControlItem, EncodedItem, build_state
+from ltxv.conditioning.window import WindowState
 from ltxv.config import SchedulerConfig
 from ltxv.model.patchify import unpatchify
 from ltxv.model.vae import VideoVAE
+from ltxv.model.vae_stream import DecodeStream, can_stream
 from ltxv.pipelines.denoise import CallTransformer, Denoiser, StepModels, TextContext
 from ltxv.pipelines.progress import ProgressCallback, ProgressEvent
-from ltxv.pipelines.request import PassSettings, RequestError
-from ltxv.sampling.latent_ops import decode_noise, tone_map
-from ltxv.sampling.samplers import sample_rectified_flow
+from ltxv.pipelines.request import GenerationRequest, PassSettings, RequestError
+from ltxv.sampling.latent_ops import blend_decode_noise, decode_noise, draw_decode_noise, tone_map
+from ltxv.sampling.samplers import Velocity, sample_euler_ancestral_rf, sample_rectified_flow
 from ltxv.sampling.schedules import check_allowed, make_timesteps
 from ltxv.text.t5 import TextEncoder
 
@@ -112,9 +115,11 @@ def run_pass(
     *,
     call: CallTransformer | None = None,
     progress: ProgressCallback | None = None,
+    activate: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """One pass at the plan's size with ``models[i]`` = (label, transformer) running step i; returns normalised
-    latents (1, C, F', H', W') of the video (no appended tokens). ``call``: see :class:`Denoiser`."""
+    latents (1, C, F', H', W') of the video (no appended tokens). ``call``: see :class:`Denoiser`. ``activate``:
+    called with step i's label before the step (the residency policy's hook, which moves that transformer in)."""
     s, ts = vae.spatial_compression, vae.temporal_compression
     f, h, w = (plan.num_frames - 1) // ts + 1, plan.height // s, plan.width // s
     c = models[0][1].cfg.in_channels
@@ -175,7 +180,7 @@ def run_pass(
         )
 
     tokens = sample_rectified_flow(
-        denoiser,
+        with_activation(denoiser, models, activate),
         state.latents,
         plan.timesteps,
         strength=state.strength,
@@ -202,8 +207,97 @@ def control_latents(
     return vae.encode(resize_frames(control.media, plan.height, plan.width).to(vae_dtype(vae)))
 
 
+def run_window_pass(
+    models: StepModels,
+    text: TextContext,
+    plan: PassPlan,
+    state: WindowState,
+    noise: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    window: tuple[int, int],
+    t0: float = 1.0,
+    call: CallTransformer | None = None,
+    activate: Callable[[str], None] | None = None,
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """One window of a long video (:mod:`ltxv.pipelines.long_video`): the pass's denoiser around
+    :func:`~ltxv.sampling.samplers.sample_euler_ancestral_rf` from ``state`` noised with ``noise`` (the window's
+    ``generator`` goes on drawing the ancestral noise; ``t0 < 1``: a refining pass, :meth:`WindowState.noised`);
+    ``window``: (index, count) for the progress events; ``call``, ``activate``: as :func:`run_pass`. Returns the
+    window's own frames (1, C, f, h, w), float32."""
+    denoiser = Denoiser(
+        models,
+        text,
+        state.positions.clone(),
+        plan.settings,
+        [float(t) for t in plan.timesteps.tolist()],
+        frame_rate=plan.frame_rate,
+        stg_mode=plan.stg_mode,
+        call=call,
+    )
+
+    def on_step(i: int, t: float, x: torch.Tensor, x0: torch.Tensor) -> None:
+        progress(  # type: ignore[misc]
+            ProgressEvent(
+                "denoise",
+                i + 1,
+                len(plan.timesteps),
+                t=t,
+                model=models[i][0],
+                latents=state.video(x),
+                denoised=state.video(x0),
+                pass_index=plan.pass_index,
+                num_passes=plan.num_passes,
+                window=window[0],
+                num_windows=window[1],
+            )
+        )
+
+    tokens = sample_euler_ancestral_rf(
+        with_activation(denoiser, models, activate),
+        state.noised(noise, t0),
+        plan.timesteps,
+        mask=state.mask,
+        clean=state.clean,
+        generator=generator,
+        on_step=on_step if progress is not None else None,
+    )
+    return state.video(tokens)
+
+
+def with_activation(velocity: Velocity, models: StepModels, activate: Callable[[str], None] | None) -> Velocity:
+    """``velocity`` with ``activate(label)`` of each step's transformer before the step (None: ``velocity``)."""
+    if activate is None:
+        return velocity
+
+    def run(i: int, latents: torch.Tensor, t_tok: torch.Tensor) -> torch.Tensor:
+        activate(models[i][0])  # type: ignore[misc]
+        return velocity(i, latents, t_tok)
+
+    return run
+
+
 def vae_dtype(vae: VideoVAE) -> torch.dtype:
     return next(vae.decoder.parameters()).dtype  # the encoder may not be loaded yet
+
+
+def output_settings(request: GenerationRequest, height: int, width: int) -> dict:
+    """The decode stage's settings for ``request`` generated at (height, width): the recipe's decode timestep and noise,
+    its last pass's tone mapping, and the resize and crop back to the requested size and frame count."""
+    top, left = (height - request.height) // 2, (width - request.width) // 2
+    return {
+        "decode_timestep": request.recipe.decode_timestep,
+        "decode_noise_scale": request.recipe.decode_noise_scale,
+        "tone_map_ratio": request.recipe.passes[-1].tone_map_compression_ratio,
+        "size": (height, width),
+        "crop": (top, left, request.height, request.width),
+        "num_frames": request.num_frames,
+    }
+
+
+# A consumer of the output video: frames (n, h, w, 3) float32 in [0, 1], called in frame order.
+FrameConsumer = Callable[[torch.Tensor], None]
 
 
 def decode(
@@ -218,13 +312,15 @@ def decode(
     crop: tuple[int, int, int, int],
     num_frames: int,
     progress: ProgressCallback | None = None,
-) -> torch.Tensor:
+    frames: FrameConsumer | None = None,
+) -> torch.Tensor | None:
     """Normalised latents (1, C, F', H', W') -> the output video (num_frames, h, w, 3) float32 in [0, 1].
 
     The reference's decode noise and tone mapping, then every decoded frame, as it leaves the (streaming) decoder, is
     mapped to [0, 1], resized to ``size`` (bilinear, no antialias: the multi-scale recipe's final resize; a no-op at
     the decoded size) and cropped to ``crop`` = (top, left, h, w); frames past ``num_frames`` are dropped. So the
-    decoded video never exists whole next to the output: the result is the only video-sized tensor."""
+    decoded video never exists whole next to the output: the result is the only video-sized tensor. With ``frames``
+    the output goes to it block by block instead and None is returned: no video-sized tensor at all."""
     if latents.shape[0] != 1:
         raise ValueError(f"decode makes one video; got a batch of {latents.shape[0]} latents")
     timestep = None
@@ -233,16 +329,87 @@ def decode(
         latents = decode_noise(latents, scale, streams.aux)
         timestep = torch.tensor([decode_timestep], device=latents.device)
     latents = tone_map(latents, tone_map_ratio)
-    top, left, h, w = crop
-    out = torch.empty(num_frames, h, w, 3, device=latents.device)
+    out = _Output(size, crop, num_frames, latents.device, frames, progress)
+    vae.decode(latents.to(vae_dtype(vae)), timestep=timestep, generator=streams.aux, sink=out.sink)
+    return out.video
 
-    def sink(start: int, frames: torch.Tensor) -> None:  # frames (1, 3, n, H, W) in [-1, 1]
-        n = min(frames.shape[2], num_frames - start)
-        if n > 0:  # the reference's (x / 2 + 0.5).clamp(0, 1), in place on the one float32 copy
-            x = resize_frames(frames[:, :, :n].float().div_(2).add_(0.5).clamp_(0, 1), *size)  # (1, 3, n, *size)
-            out[start : start + n] = x[0, :, :, top : top + h, left : left + w].permute(1, 2, 3, 0)
-            if progress is not None:
-                progress(ProgressEvent("decode", start + n, num_frames))
 
-    vae.decode(latents.to(vae_dtype(vae)), timestep=timestep, generator=streams.aux, sink=sink)
-    return out
+class _Output:
+    """The decoded frames' way out: to [0, 1], resized, cropped, trimmed, then into the output tensor or a consumer."""
+
+    def __init__(
+        self,
+        size: tuple[int, int],
+        crop: tuple[int, int, int, int],
+        num_frames: int,
+        device: torch.device,
+        frames: FrameConsumer | None,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.size, self.crop, self.num_frames, self.frames, self.progress = size, crop, num_frames, frames, progress
+        _, _, h, w = crop
+        self.video = torch.empty(num_frames, h, w, 3, device=device) if frames is None else None
+
+    def sink(self, start: int, block: torch.Tensor) -> None:  # block (1, 3, n, H, W) in [-1, 1]
+        n = min(block.shape[2], self.num_frames - start)
+        if n <= 0:
+            return
+        top, left, h, w = self.crop
+        # The reference's (x / 2 + 0.5).clamp(0, 1), in place on the one float32 copy.
+        x = resize_frames(block[:, :, :n].float().div_(2).add_(0.5).clamp_(0, 1), *self.size)  # (1, 3, n, *size)
+        x = x[0, :, :, top : top + h, left : left + w].permute(1, 2, 3, 0)  # (n, h, w, 3)
+        if self.video is None:
+            self.frames(x)  # type: ignore[misc]
+        else:
+            self.video[start : start + n] = x
+        if self.progress is not None:
+            self.progress(ProgressEvent("decode", start + n, self.num_frames))
+
+
+class StreamingDecode:
+    """The decode stage for latents that become final piece by piece (long video): :func:`decode`'s noise, tone
+    mapping and output path, applied to each piece as it is :meth:`push` ed, through the VAE's cross-piece streaming
+    decode (:class:`ltxv.model.vae_stream.DecodeStream`). The output equals :func:`decode` of the whole latents; the
+    decode noise is drawn for the whole latent shape up front (latent-sized, as :func:`decode` draws it)."""
+
+    def __init__(
+        self,
+        vae: VideoVAE,
+        shape: tuple[int, ...],
+        *,
+        decode_timestep: float,
+        decode_noise_scale: float | None,
+        tone_map_ratio: float,
+        streams: Streams,
+        size: tuple[int, int],
+        crop: tuple[int, int, int, int],
+        num_frames: int,
+        device: torch.device,
+        progress: ProgressCallback | None = None,
+        frames: FrameConsumer | None = None,
+    ) -> None:
+        if not can_stream(vae.decoder):
+            raise RequestError("long video needs a VAE decoder that streams (this one has GroupNorm)")
+        self.vae, self.tone_map_ratio, self.done = vae, tone_map_ratio, 0
+        timestep, self.noise, self.scale = None, None, 0.0
+        if vae.cfg.timestep_conditioning:
+            self.scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
+            self.noise = draw_decode_noise(torch.zeros((), device=device).expand(shape), streams.aux)
+            timestep = torch.tensor([decode_timestep], dtype=torch.float32, device=device)
+        self.output = _Output(size, crop, num_frames, device, frames, progress)
+        t = vae.decoder.scaled_timestep(timestep)
+        dtype = vae_dtype(vae)
+        self.stream = DecodeStream(vae.decoder, shape, t, streams.aux, self.output.sink, dtype=dtype, device=device)
+
+    def push(self, latents: torch.Tensor) -> None:
+        """The next final normalised latent frames (1, C, n, H', W')."""
+        n = latents.shape[2]
+        if self.noise is not None:
+            latents = blend_decode_noise(latents, self.noise[:, :, self.done : self.done + n], self.scale)
+        self.done += n
+        z = tone_map(latents, self.tone_map_ratio).to(vae_dtype(self.vae))
+        self.stream.push(self.vae.denormalize(z))
+
+    @property
+    def video(self) -> torch.Tensor | None:
+        return self.output.video

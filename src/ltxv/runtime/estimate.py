@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ltxv.config import TransformerConfig, UpsamplerConfig, VAEConfig
@@ -184,14 +184,26 @@ class ModelSizes:
     text_elem: int = 4
 
     @classmethod
-    def of(cls, models: object, text_encoder: object | None = None, *, lazy_encoder: bool | None = None) -> ModelSizes:
+    def of(
+        cls,
+        models: object,
+        text_encoder: object | None = None,
+        *,
+        lazy_encoder: bool | None = None,
+        transformers: Mapping[str, object] | None = None,
+    ) -> ModelSizes:
         """``models``: :class:`ltxv.weights.load.Models` (loaded or from ``plan_models``); ``text_encoder``: a
         :class:`ltxv.text.t5.TextEncoder`, a transformers T5 module or None. ``lazy_encoder``: whether the VAE
-        encoder is read lazily (default: whether it is still unread)."""
+        encoder is read lazily (default: whether it is still unread). ``transformers``: a hybrid pipeline's
+        transformers by label (the main one among them); the others weigh in as ``transformer:LABEL`` and the
+        widest one's config sizes a pass's working memory."""
         transformer, vae, upsampler = models.transformer, models.vae, models.upsampler  # type: ignore[attr-defined]
         if lazy_encoder is None:
             lazy_encoder = getattr(vae, "deferred_tensors", None) is not None
         weights = {"transformer": module_bytes(transformer), "vae": module_bytes(vae)}
+        others = {k: t for k, t in (transformers or {}).items() if t is not transformer}
+        weights |= {f"transformer:{k}": module_bytes(t) for k, t in others.items()}
+        widest = max([transformer, *others.values()], key=lambda t: t.cfg.inner_dim)  # type: ignore[union-attr]
         if upsampler is not None:
             weights["upsampler"] = module_bytes(upsampler)
         t5 = getattr(text_encoder, "model", text_encoder)
@@ -201,7 +213,7 @@ class ModelSizes:
             c = t5.config
             text, text_elem = (c.d_model, c.d_ff, c.num_heads), next(t5.parameters()).element_size()
         return cls(
-            transformer=transformer.cfg,
+            transformer=widest.cfg,  # type: ignore[union-attr]
             vae=vae.cfg,
             upsampler=None if upsampler is None else upsampler.cfg,
             text=text,
@@ -256,13 +268,18 @@ def estimate(
     passes: Sequence[PassShape],
     batch: int = 1,
     output: tuple[int, int, int] | None = None,
+    upsample_frames: int | None = None,
 ) -> MemoryEstimate:
     """The estimate for a run of ``passes`` (then upsampling between two passes, then a decode at the last pass's
     size) over ``num_frames`` pixel frames (padded), writing a result of ``output`` = (frames, height, width) (the
-    requested size; default the last pass's)."""
+    requested size; default the last pass's). ``upsample_frames``: the pixel frames the upsampler takes at once when
+    they are not ``num_frames`` (a long video's passes run a window at a time, its upsampler the whole video)."""
     cfg = sizes.vae
     elem, vae_elem = sizes.elem, sizes.vae_elem
     weights = dict(sizes.weights)
+    hybrid = [r for r in weights if r.startswith("transformer:")]
+    if hybrid and offloads(mode, "transformer"):  # one transformer on the device at a time: the largest counts
+        weights["transformer"] = max(weights.pop(r) for r in ["transformer", *hybrid])
     if sizes.lazy_encoder and not any(p.encode_frames for p in passes):
         weights["vae"] -= sizes.lazy_encoder  # a lazy encoder this run never reads
     sc, tc = cfg.spatial_compression, cfg.temporal_compression
@@ -281,7 +298,8 @@ def estimate(
         used = ("transformer", "vae") if enc else ("transformer",)
         work.append((f"pass{i + 1}", used, max([run, *enc])))
         if i + 1 < len(passes) and sizes.upsampler is not None:
-            work.append(("upsample", ("upsampler",), upsampler_bytes(sizes.upsampler, lf, h, w, elem)))
+            lf_up = lf if upsample_frames is None else (upsample_frames - 1) // tc + 1
+            work.append(("upsample", ("upsampler",), upsampler_bytes(sizes.upsampler, lf_up, h, w, elem)))
     last = passes[-1]
     streaming = cfg.norm_layer != "group_norm" and lf > 2  # VideoVAE.decode's "auto" rule
     h, w = last.height // sc, last.width // sc

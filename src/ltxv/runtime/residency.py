@@ -17,7 +17,7 @@ weights, and the pinned source is never written, so the asynchronous copy is saf
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -71,6 +71,45 @@ class Residency:
                     self.trace.append(("unload", role))
                     self._move(_module(m), self.storage)
 
+    @contextmanager
+    def use_pass(
+        self, transformers: Mapping[str, nn.Module], **models: nn.Module | None
+    ) -> Iterator[Callable[[str], None]]:
+        """A denoising pass whose steps run ``transformers`` (by label; a hybrid schedule names several) with
+        ``models`` beside them; yields ``activate(label)``, to call before each step. One transformer, or a mode that
+        keeps transformers resident: all are brought in for the whole pass and ``activate`` does nothing.
+        ``sequential`` with several: only the active one is on the device; ``activate`` sends the previous one back
+        and brings the step's in. The role of a transformer in the trace is ``transformer`` for the label ``main``
+        (a pipeline of one transformer), ``transformer:LABEL`` otherwise."""
+        unique: dict[str, nn.Module] = {}
+        for label, m in transformers.items():
+            if all(m is not other for other in unique.values()):
+                unique[label] = m
+        if len(unique) == 1 or not self.offloads("transformer"):
+            with self.use(**{_role(k): m for k, m in unique.items()}, **models):
+                yield lambda label: None
+            return
+        active: list[str] = []
+
+        def activate(label: str) -> None:
+            module = transformers[label]
+            if active and transformers[active[0]] is module:
+                return
+            if active:
+                self.trace.append(("unload", _role(active[0])))
+                self._move(transformers[active.pop()], self.storage)
+            self.trace.append(("load", _role(label)))
+            self._move(module, self.compute)
+            active.append(label)
+
+        with self.use(**models):
+            try:
+                yield activate
+            finally:
+                if active:
+                    self.trace.append(("unload", _role(active[0])))
+                    self._move(transformers[active.pop()], self.storage)
+
     def _move(self, module: nn.Module, device: torch.device) -> None:
         if _same(self.compute, self.storage):
             return
@@ -94,6 +133,10 @@ class Residency:
 def offloads(mode: str, role: str) -> bool:
     """Whether ``mode`` keeps the model of ``role`` on the CPU between its stages."""
     return mode == "sequential" or (mode == "offload-text" and role == "text_encoder")
+
+
+def _role(label: str) -> str:
+    return "transformer" if label == "main" else f"transformer:{label}"
 
 
 def _module(m: nn.Module | TextEncoder) -> nn.Module:

@@ -43,12 +43,22 @@ def decode_noise(
     an unpatchified (b, f, h, w, c)-strided view, and torch fills a non-contiguous tensor with its serial sampler in
     memory order, so ``eps`` is drawn into an identically strided view. The scale becomes a float32 tensor first, as in
     the reference, so ``1 - scale`` rounds in float32."""
+    return blend_decode_noise(latents, draw_decode_noise(latents, generator), scale)
+
+
+def draw_decode_noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """The ``eps`` of :func:`decode_noise` for latents shaped like ``like`` (B, C, F, H, W); a slice of its frames is
+    the noise of those frames, so a video decoded piece by piece blends what a whole decode would."""
+    b, c, f, h, w = like.shape
+    eps = torch.empty((b, f, h, w, c), dtype=like.dtype, device=like.device).permute(0, 4, 1, 2, 3)
+    return eps.normal_(generator=generator)
+
+
+def blend_decode_noise(latents: torch.Tensor, eps: torch.Tensor, scale: float | Sequence[float]) -> torch.Tensor:
+    """``latents (1 - scale) + eps scale``, the scale one value or one per batch element, as a float32 tensor."""
     b = latents.shape[0]
     scales = [float(scale)] * b if isinstance(scale, (int, float)) else [float(s) for s in scale]
     if len(scales) != b:
         raise ValueError(f"decode noise: {len(scales)} scales for a batch of {b}")
     s = torch.tensor(scales, dtype=torch.float32, device=latents.device).reshape(b, *([1] * (latents.ndim - 1)))
-    b_, c, f, h, w = latents.shape
-    eps = torch.empty((b_, f, h, w, c), dtype=latents.dtype, device=latents.device).permute(0, 4, 1, 2, 3)
-    eps.normal_(generator=generator)
     return latents * (1 - s) + eps * s

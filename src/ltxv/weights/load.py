@@ -404,3 +404,41 @@ def load_models(
     fp8 = "fp8 as stored" if stored_fp8 else ("fp8 quantised" if quantize else "")
     log.info("loaded %s (%s, %s%s)", header.path.name, dtype, device, f", {fp8}" if fp8 else "")
     return Models(transformer=transformer, vae=vae, upsampler=up, config=cfg)  # type: ignore[arg-type]
+
+
+def _transformer_file(
+    checkpoint: str | Path, quantize: str | None
+) -> tuple[SafetensorsHeader, CheckpointConfig, dict[str, str], Callable[[], Transformer]]:
+    header = read_header(checkpoint)
+    cfg = read_checkpoint_config(header)
+    t_names, _ = _split_single_file(header)
+    stored_fp8, scaled = _stored_fp8(header, t_names)
+    return header, cfg, t_names, _transformer_builder(cfg, stored_fp8, scaled, quantize)
+
+
+def plan_transformer(
+    checkpoint: str | Path, *, dtype: torch.dtype = torch.float32, quantize: str | None = None
+) -> tuple[Transformer, CheckpointConfig]:
+    """What :func:`load_transformer` would build, from the header only (meta device, checked as :func:`plan_models`
+    checks), and the file's config."""
+    _check_dtype(dtype)
+    _check_quantize(quantize)
+    header, cfg, names, build = _transformer_file(checkpoint, quantize)
+    return _meta_module(header, build, names, "transformer", dtype), cfg  # type: ignore[return-value]
+
+
+def load_transformer(
+    checkpoint: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    quantize: str | None = None,
+) -> tuple[Transformer, CheckpointConfig]:
+    """The transformer of a single-file checkpoint alone (a hybrid pipeline's further network; its VAE is not read),
+    loaded as :func:`load_models` loads one, and the file's config."""
+    _check_dtype(dtype)
+    _check_quantize(quantize)
+    header, cfg, names, build = _transformer_file(checkpoint, quantize)
+    model = load_module(header, build, names, what="transformer", dtype=dtype, device=device)
+    log.info("loaded the transformer of %s (%s, %s)", header.path.name, dtype, device)
+    return model, cfg  # type: ignore[return-value]
