@@ -32,6 +32,7 @@ from ltxv.pipelines.preflight import Preflight
 from ltxv.pipelines.progress import ProgressCallback, ProgressEvent
 from ltxv.pipelines.request import GenerationRequest, Lora
 from ltxv.pipelines.stages import PassMedia, PassPlan, Streams, decode, encode_text, run_pass
+from ltxv.runtime.cache import CacheReport, CacheReporting, StepCache
 from ltxv.runtime.compile import CompileStats, compile_transformer
 from ltxv.runtime.estimate import MemoryEstimate
 from ltxv.runtime.residency import Residency
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 class GenerationResult:
     video: torch.Tensor  # (F, H, W, 3) float in [0, 1], cropped to the requested size and frame count
     latents: torch.Tensor  # (1, C, F', H', W') normalised latents of the last pass
+    cache: CacheReport | None = None  # what step caching did (steps in full, reused, compute saved); None: off
 
 
 class Pipeline:
@@ -98,8 +100,14 @@ class Pipeline:
 
     def transformer_call(self, request: GenerationRequest, pass_index: int) -> CallTransformer | None:
         """How the denoiser of a pass evaluates the transformer (None: a plain call). Made anew for every pass, so
-        a wrapper with state (step caching) starts clean in each."""
-        return None
+        a wrapper with state (step caching, :class:`ltxv.runtime.cache.StepCache`) starts clean in each."""
+        config = request.cache_config(pass_index)
+        if config is None:
+            return None
+        h, w = self.pass_sizes(request)[pass_index]
+        from_source = pass_index == 0 and request.input_media is not None
+        steps = len(self.pass_timesteps(request, pass_index, h, w, from_source))
+        return StepCache(config, steps, pass_index=pass_index)
 
     def scheduler_config(self, sampler: str) -> SchedulerConfig:
         return preflight.scheduler_config(self.models.config, sampler)
@@ -145,6 +153,8 @@ class Pipeline:
         if callback is not None:
             callback(ProgressEvent("text", 1, 1))
 
+        caches: list[CacheReporting] = []
+
         def one_pass(i: int, pm: PassMedia, init: torch.Tensor | None) -> torch.Tensor:
             h, w = sizes[i]
             ts = self.pass_timesteps(request, i, h, w, pm.source is not None)
@@ -162,6 +172,8 @@ class Pipeline:
             )
             models = self.step_models(request, i, len(ts))
             call = self.transformer_call(request, i)
+            if callable(getattr(call, "report", None)):  # a StepCache, or a wrapper that passes its report on
+                caches.append(call)  # type: ignore[arg-type]
             self.lora.apply(loras[i])  # where the weights live between stages, so residency's host copies follow
             encodes = pm.source is not None or pm.conditioning or any(c.media is not None for c in pm.control)
             with use(transformer=m.transformer, vae=m.vae if encodes else None):
@@ -191,7 +203,10 @@ class Pipeline:
                 num_frames=request.num_frames,
                 progress=callback,
             )
-        return GenerationResult(video=video, latents=latents)
+        report = CacheReport(tuple(c.report() for c in caches)) if caches else None
+        if report is not None:
+            log.info("%s", report.summary())
+        return GenerationResult(video=video, latents=latents, cache=report)
 
 
 def load_pipeline(

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from ltxv.pipelines.loras import parse_lora_entry
-from ltxv.pipelines.request import STG_ALIASES, Lora, PassSettings, Recipe, RequestError
+from ltxv.pipelines.request import STG_ALIASES, Lora, PassSettings, Recipe, RequestError, check_cache
 from ltxv.runtime import capability
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,12 @@ def _blocks(key: str, v: object) -> tuple[int, ...] | tuple[tuple[int, ...], ...
     return tuple(_int(key, i) for i in v)
 
 
+def _cache(key: str, v: object) -> str | None:
+    spec = _str(key, v)
+    check_cache(spec, key)
+    return spec
+
+
 _PASS_PARSERS: dict[str, Callable[[str, object], object]] = {
     "num_inference_steps": _int,
     "timesteps": _numbers,
@@ -124,6 +130,7 @@ _PASS_PARSERS: dict[str, Callable[[str, object], object]] = {
     "tone_map_compression_ratio": _number,
     "stochastic_sampling": _bool,
     "loras": _loras,
+    "cache": _cache,
 }
 
 
