@@ -350,3 +350,30 @@ def test_fbc_guards() -> None:
     # A reused fbc call still runs block 0: L - 1 of L blocks saved.
     report = cache.report()
     assert report.compute_saved == pytest.approx(4 / 10 * 3 / 4)
+
+
+def test_wraps_the_call_it_is_given() -> None:
+    """Whole steps go to ``inner`` (here the last warm-up step's predecessor and the forced last step); the
+    indicator's partial sums go through ``reduce`` once per decided step, so a sequence-parallel caller can sum them
+    over its ranks."""
+    model, _ = _model()
+    inputs = _inputs()
+    inner_steps: list[int] = []
+    reduced: list[tuple[int, ...]] = []
+
+    def inner(call: TransformerCall) -> torch.Tensor:
+        inner_steps.append(call.step)
+        return call.run()
+
+    def reduce(t: torch.Tensor) -> torch.Tensor:
+        reduced.append(tuple(t.shape))
+        return t
+
+    config = parse_cache("fbc:0.35,warmup=2")
+    cache = StepCache(config, len(TIMESTEPS), inner=inner, reduce=reduce)  # type: ignore[arg-type]
+    settings = PassSettings(guidance_scale=3.0)
+    got = _ours(model, inputs, settings, TIMESTEPS, cache)
+    assert inner_steps == [0, len(TIMESTEPS) - 1]
+    assert reduced == [(2, 2)] * (len(TIMESTEPS) - 3)  # steps 2..8: two branches, (|r - r_ref|, |r_ref|) sums
+    again = StepCache(config, len(TIMESTEPS))  # type: ignore[arg-type]
+    assert torch.equal(got, _ours(model, inputs, settings, TIMESTEPS, again))

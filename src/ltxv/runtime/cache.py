@@ -15,7 +15,8 @@ Methods (``../shared/reference/caching.md``):
   (``out0 + R``, ``R = out_{L-1} - out0`` of the last computed step) while ``d < threshold``. Guards: ``warmup``
   first steps computed, the last step computed (``force_last``), at most ``max_skips`` reused steps in a row.
   ``diffusers=True`` is diffusers' ``FirstBlockCacheConfig`` exactly: one decision for the whole batch, computed iff
-  ``d > threshold`` (d over every row, in the model's dtype), no guards; it exists to test against diffusers.
+  ``d > threshold`` (d over every row), no guards; it exists to test against diffusers. (diffusers takes the means
+  in the model's dtype, ltxv sums in float32: the same decisions away from exact ties.)
 * ``static``: a fixed schedule with the modelled system's ``cache_start_step / cache_end_step / cache_interval``:
   step s is computed when it lies outside [start, end] or ``(s - start) % interval == 0``; the other steps reuse the
   residual of the whole stack, ``R = out_{L-1} - h`` (h = the embedded tokens, every block skipped), where the
@@ -25,9 +26,12 @@ Off is off: a threshold of 0 or an interval of 1 computes every step with the pl
 A computed step is the plain forward in exact parts (``Transformer.embed / run_blocks / head``), so it is bit-identical
 to the plain call too; only reused steps differ.
 
-Composition: calls the cache leaves alone (and the steps whose internals nothing later needs) go to ``inner``; the
-cache runs parts of a call through ``call.model``'s ``embed / run_blocks / head``, so a wrapper that changes how the
-network runs (sequence parallelism) composes by handing the cache a call whose model does so.
+Composition: the steps the cache leaves whole (and those whose internals no later step reads) go to ``inner``, the
+call it wraps; the steps it runs in parts go through ``call.model``'s ``embed / run_blocks / head``. So a wrapper that
+changes how the network runs composes either way round: outside the cache it hands it a call whose model runs that way
+(sequence parallelism: each rank's token shard, with a model whose ``run_blocks`` uses the parallel attention core,
+and ``reduce`` summing the indicator over the ranks so that every rank decides alike); inside, as ``inner``, it runs
+the whole steps.
 """
 
 from __future__ import annotations
@@ -280,7 +284,9 @@ class StepCache:
     """The ``CallTransformer`` of one pass with step caching (module docstring).
 
     ``num_steps``: the pass's steps (for the forced last step); ``inner``: the call the cache wraps (default
-    :meth:`TransformerCall.run`). A branch that was not in the previous step's batch starts over (computes): its
+    :meth:`TransformerCall.run`), which runs every step the cache leaves whole; ``reduce``: applied to the fbc
+    indicator's partial sums (K, 2) before the decision (identity; a sequence-parallel caller sums over its ranks).
+    A branch that was not in the previous step's batch starts over (computes): its
     cached work would be older than one step. :attr:`records` holds one :class:`StepRecord` per call."""
 
     def __init__(
@@ -290,11 +296,13 @@ class StepCache:
         *,
         pass_index: int = 0,
         inner: Callable[[TransformerCall], torch.Tensor] | None = None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.config = config
         self.num_steps = num_steps
         self.pass_index = pass_index
         self.inner = inner or _run
+        self.reduce = reduce or (lambda t: t)
         self.records: list[StepRecord] = []
         self._state: dict[tuple[str, str], _Branch] = {}
         self._batch_key: tuple[str, tuple[str, ...]] | None = None
@@ -360,29 +368,35 @@ class StepCache:
         del h
         indicator: list[float | None] = [None] * len(states)
         ready = [s.first is not None and s.residual is not None for s in states]
-        if c.diffusers:
-            reuse = [False] * len(states)
-            if all(ready):  # diffusers' arithmetic: over the whole batch, in the model's dtype, then .item()
-                ref = torch.cat([s.first for s in states]) if len(states) > 1 else states[0].first
-                d = ((first - ref).abs().mean() / ref.abs().mean()).item()  # type: ignore[union-attr]
-                indicator = [d] * len(states)
-                reuse = [not d > c.threshold] * len(states)
+        if c.diffusers:  # one decision over the whole batch, computed iff d > threshold
+            ask = list(range(len(states))) if all(ready) else []
         else:
             ask = [] if self._forced(call.step) else [k for k, r in enumerate(ready) if r]
-            if ask:  # one host sync for every branch's indicator
-                stats = torch.stack(
-                    [
-                        torch.stack(
-                            [
-                                (_branch(first, k, b) - states[k].first).abs().mean(dtype=torch.float32),
-                                states[k].first.abs().mean(dtype=torch.float32),  # type: ignore[union-attr]
-                            ]
-                        )
-                        for k in ask
-                    ]
-                ).tolist()
-                for k, (num, den) in zip(ask, stats):
+        if ask:
+            # Sums of |r - r_ref| and |r_ref| per branch, in float32, reduced by ``reduce`` (a sequence-parallel
+            # wrapper sums them over its ranks, so every rank decides alike); one host sync for every branch.
+            stats = torch.stack(
+                [
+                    torch.stack(
+                        [
+                            (_branch(first, k, b) - states[k].first).abs().sum(dtype=torch.float32),
+                            states[k].first.abs().sum(dtype=torch.float32),  # type: ignore[union-attr]
+                        ]
+                    )
+                    for k in ask
+                ]
+            )
+            sums = self.reduce(stats).tolist()
+            if c.diffusers:
+                num, den = sum(s[0] for s in sums), sum(s[1] for s in sums)
+                for k in ask:
                     indicator[k] = num / den if den > 0 else math.inf
+            else:
+                for k, (num, den) in zip(ask, sums):
+                    indicator[k] = num / den if den > 0 else math.inf
+        if c.diffusers:
+            reuse = [v is not None and not v > c.threshold for v in indicator]
+        else:
             cap = c.max_skips or math.inf
             reuse = [v is not None and v < c.threshold and s.skips < cap for v, s in zip(indicator, states)]
         compute = [k for k, r in enumerate(reuse) if not r]
