@@ -95,7 +95,7 @@ def test_yaml_cache_key_per_pass() -> None:
     request = GenerationRequest("a", recipe=r)
     assert request.cache_config(0) == parse_cache("static:1,4,2")
     assert dataclasses.replace(request, cache="off").cache_config(0) is None  # the request's choice wins
-    with pytest.raises(RequestError, match="first_pass.cache"):
+    with pytest.raises(RequestError, match=r"first_pass\.cache"):
         recipe_from_dict({"first_pass": {"cache": "fbc"}, "second_pass": {}, "pipeline_type": "multi-scale"})
 
 
