@@ -30,11 +30,12 @@ from ltxv.pipelines.denoise import CallTransformer, StepModels
 from ltxv.pipelines.media import load_request_media
 from ltxv.pipelines.preflight import Preflight
 from ltxv.pipelines.progress import ProgressCallback, ProgressEvent
-from ltxv.pipelines.request import GenerationRequest, Lora
-from ltxv.pipelines.stages import PassMedia, PassPlan, Streams, decode, encode_text, run_pass
+from ltxv.pipelines.request import GenerationRequest, Lora, padded_size
+from ltxv.pipelines.stages import PassMedia, PassPlan, Streams, decode, encode_text, run_pass, vae_dtype
 from ltxv.runtime.cache import CacheReport, CacheReporting, StepCache
 from ltxv.runtime.compile import CompileStats, compile_transformer
-from ltxv.runtime.estimate import MemoryEstimate
+from ltxv.runtime.estimate import MemoryEstimate, decode_bytes, output_video_bytes
+from ltxv.runtime.fastpath import CHUNKS, DecodePlan, plan_decode, room
 from ltxv.runtime.residency import Residency
 from ltxv.sampling.latent_ops import adain
 from ltxv.text.t5 import TextEncoder
@@ -120,6 +121,33 @@ class Pipeline:
         """The timesteps pass ``i`` runs at (h, w); ``from_source``: it starts from an encoded source video."""
         return preflight.pass_timesteps(self.models.config, request, i, h, w, from_source)
 
+    def decode_plan(self, request: GenerationRequest) -> DecodePlan:
+        """How the request's VAE decode runs, one shot or streamed and in what chunks: from each strategy's working
+        memory (the estimate's closed forms), the memory the decode may take now (what the device has free, and
+        ``max_memory``) and what is fast on this device (:func:`ltxv.runtime.fastpath.plan_decode`)."""
+        vae = self.models.vae
+        h, w = self.pass_sizes(request)[-1]
+        frames = padded_size(request.height, request.width, request.num_frames)[2]
+        s, lf = vae.spatial_compression, (frames - 1) // vae.temporal_compression + 1
+        elem = next(vae.decoder.parameters()).element_size()
+        result = output_video_bytes(request.num_frames, request.height, request.width)
+
+        def cost(chunk: int | None) -> int:
+            return decode_bytes(
+                vae.cfg, lf, h // s, w // s, elem, streaming=chunk is not None, output=result, chunk_frames=chunk or 1
+            )
+
+        costs: dict[int | None, int] = {None: cost(None)}
+        if lf > 2:  # shorter clips decode in one shot (VideoVAE.decode's rule)
+            costs |= {c: cost(c) for c in CHUNKS if c < lf}
+        return plan_decode(
+            costs,
+            device=self.device,
+            dtype=vae_dtype(vae),
+            room=room(self.device, self.preflight.max_memory),
+            streamable=vae.cfg.norm_layer != "group_norm",
+        )
+
     def memory_estimate(self, request: GenerationRequest, media: PassMedia | None = None) -> MemoryEstimate:
         """The device-memory estimate of ``request`` under this pipeline's residency mode (closed forms, instant;
         the media are probed, not loaded; ``media`` is accepted for compatibility and not needed)."""
@@ -132,6 +160,8 @@ class Pipeline:
         recipe against the model, the memory), so a bad request fails at once, with one line."""
         checked = self.preflight.check(request)
         log.info("%s", checked.memory.summary())
+        plan = self.decode_plan(request)
+        log.info("%s", plan.describe())
         recipe = request.recipe
         m = self.models
         height, width, frames = checked.size
@@ -202,6 +232,7 @@ class Pipeline:
                 crop=(top, left, request.height, request.width),
                 num_frames=request.num_frames,
                 progress=callback,
+                chunk_frames=plan.chunk_frames,
             )
         report = CacheReport(tuple(c.report() for c in caches)) if caches else None
         if report is not None:

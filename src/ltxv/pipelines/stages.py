@@ -218,13 +218,15 @@ def decode(
     crop: tuple[int, int, int, int],
     num_frames: int,
     progress: ProgressCallback | None = None,
+    chunk_frames: int | str | None = "auto",
 ) -> torch.Tensor:
     """Normalised latents (1, C, F', H', W') -> the output video (num_frames, h, w, 3) float32 in [0, 1].
 
     The reference's decode noise and tone mapping, then every decoded frame, as it leaves the (streaming) decoder, is
     mapped to [0, 1], resized to ``size`` (bilinear, no antialias: the multi-scale recipe's final resize; a no-op at
     the decoded size) and cropped to ``crop`` = (top, left, h, w); frames past ``num_frames`` are dropped. So the
-    decoded video never exists whole next to the output: the result is the only video-sized tensor."""
+    decoded video never exists whole next to the output: the result is the only video-sized tensor. ``chunk_frames``:
+    the decode strategy, see :meth:`VideoVAE.decode` (:func:`ltxv.runtime.fastpath.plan_decode` chooses one)."""
     if latents.shape[0] != 1:
         raise ValueError(f"decode makes one video; got a batch of {latents.shape[0]} latents")
     timestep = None
@@ -244,5 +246,7 @@ def decode(
             if progress is not None:
                 progress(ProgressEvent("decode", start + n, num_frames))
 
-    vae.decode(latents.to(vae_dtype(vae)), timestep=timestep, generator=streams.aux, sink=sink)
+    vae.decode(
+        latents.to(vae_dtype(vae)), timestep=timestep, generator=streams.aux, sink=sink, chunk_frames=chunk_frames
+    )
     return out
