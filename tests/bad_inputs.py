@@ -102,6 +102,7 @@ _SCALAR_FLAGS = {
     "image_cond_noise_scale": "--image-cond-noise-scale",
     "denoise_strength": "--denoise-strength",
     "input_media": "--input-media-path",
+    "cache": "--cache",
 }
 _TYPES = {"height": int, "width": int, "num_frames": int, "seed": int}
 
@@ -112,7 +113,7 @@ def flags_of(fields: dict[str, Any], env: Env) -> list[str] | None:
     for k, v in fields.items():
         v = env.path(v)
         if k in _SCALAR_FLAGS:
-            want = _TYPES.get(k, str if k in ("prompt", "negative_prompt", "input_media") else float)
+            want = _TYPES.get(k, str if k in ("prompt", "negative_prompt", "input_media", "cache") else float)
             if isinstance(v, bool) or not isinstance(v, want | (int if want is float else want)):
                 return None
             out += [_SCALAR_FLAGS[k], repr(v) if isinstance(v, float) and not math.isfinite(v) else str(v)]

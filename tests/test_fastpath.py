@@ -12,7 +12,6 @@ from ltxv.runtime import capability, fastpath
 from ltxv.runtime.fastpath import DecodePlan, plan_decode
 from ltxv.testing.checkpoints import write_tiny_kit
 
-
 COST = {None: 1000, 1: 200, 2: 300, 4: 500}
 
 

@@ -52,6 +52,7 @@ def build_request(a: argparse.Namespace) -> GenerationRequest:
         input_media=a.input_media_path,
         media_preprocess=not a.no_media_preprocess,
         recipe=recipe_of(a),
+        cache=a.cache,
     )
     loras = {k: [parse_lora_arg(x) for x in getattr(a, k) or ()] for k in ("lora", "control_lora", "detailer_lora")}
     request = with_lora_flags(

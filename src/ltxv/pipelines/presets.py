@@ -35,8 +35,8 @@ SAMPLERS = {"from_checkpoint": "from_checkpoint", "uniform": "uniform", "linear-
 SAMPLERS |= {"linear_quadratic": "linear-quadratic", "linearquadratic": "linear-quadratic"}
 
 _PASS_KEYS = {f.name for f in fields(PassSettings)}
-# Pass keys ltxv adds to the reference's config format (the reference has no LoRA support).
-LTXV_PASS_KEYS = {"loras"}
+# Pass keys ltxv adds to the reference's config format (the reference has no LoRA support, no step caching).
+LTXV_PASS_KEYS = {"loras", "cache"}
 # Read by the reference but without effect here: prompt enhancement is not implemented.
 _IGNORED_KEYS = {"prompt_enhancer_image_caption_model_name_or_path", "prompt_enhancer_llm_model_name_or_path"}
 _TOP_KEYS = {

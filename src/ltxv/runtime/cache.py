@@ -120,12 +120,12 @@ def parse_cache(spec: str | CacheConfig | None) -> CacheConfig | None:
     try:
         if method == "static":
             if len(parts) != 3:
-                raise CacheSpecError("static takes START,END,INTERVAL, e.g. static:2,20,3")
+                raise CacheSpecError(f"{spec!r}: static takes START,END,INTERVAL, e.g. static:2,20,3")
             end = None if parts[1] in ("", "-", "none") else int(parts[1])
             return CacheConfig("static", start=int(parts[0]), end=end, interval=int(parts[2]))
         if method == "fbc":
             if not parts:
-                raise CacheSpecError("fbc takes a threshold, e.g. fbc:0.1")
+                raise CacheSpecError(f"{spec!r}: fbc takes a threshold, e.g. fbc:0.1")
             kw: dict[str, object] = {"threshold": float(parts[0])}
             for opt in parts[1:]:
                 key, eq, value = opt.partition("=")
@@ -142,9 +142,9 @@ def parse_cache(spec: str | CacheConfig | None) -> CacheConfig | None:
             return CacheConfig("fbc", **kw)  # type: ignore[arg-type]
     except ValueError as e:
         if isinstance(e, CacheSpecError):
-            raise CacheSpecError(f"cache {spec!r}: {e}") from None
-        raise CacheSpecError(f"cache {spec!r}: expected numbers ({e})") from None
-    raise CacheSpecError(f"cache {spec!r}: unknown method {method!r}; use fbc:THRESHOLD or static:START,END,INTERVAL")
+            raise
+        raise CacheSpecError(f"{spec!r}: expected numbers ({e})") from None
+    raise CacheSpecError(f"{spec!r}: unknown method {method!r}; use fbc:THRESHOLD or static:START,END,INTERVAL")
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from dataclasses import dataclass
 
 import torch
