@@ -119,3 +119,23 @@ def test_decode_follows_the_budget_with_the_same_video(pipe, monkeypatch) -> Non
     estimate = pipe.memory_estimate(request)
     assert estimate.decode_streaming and estimate.stages[-1].working == plans["tight"].working
     assert plans["ample"].working > plans["tight"].working
+
+
+def test_one_request_run_frees_the_weights_and_decodes_to_uint8(tmp_path) -> None:
+    """``release=True`` (``ltxv generate``): the same video; T5, the transformer and the upsampler hold no weights
+    afterwards, and the pipeline refuses a second request. ``video_dtype=uint8``: exactly ``to_uint8`` of the float
+    video (what the mp4 writer would make of it)."""
+    from ltxv.io.video import to_uint8
+
+    kit = write_tiny_kit(tmp_path / "kit", seed=0)
+    request = GenerationRequest("a fox", height=64, width=96, num_frames=9, seed=1)  # the default multi-scale preset
+    want = load_pipeline(kit.checkpoint, upsampler=kit.upsampler, text_encoder=kit.text_encoder).generate(request)
+    pipe = load_pipeline(kit.checkpoint, upsampler=kit.upsampler, text_encoder=kit.text_encoder)
+    got = pipe.generate(request, release=True, video_dtype=torch.uint8)
+    assert got.video.dtype == torch.uint8
+    assert torch.equal(got.video, torch.from_numpy(to_uint8(want.video)))
+    assert torch.equal(got.latents, want.latents)
+    for model in (pipe.text_encoder.model, pipe.models.transformer, pipe.models.upsampler):
+        assert sum(p.numel() for p in model.parameters()) == 0
+    with pytest.raises(RuntimeError, match="freed its weights"):
+        pipe.generate(request)

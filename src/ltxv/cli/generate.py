@@ -109,9 +109,14 @@ def progress(plan: Plan | None = None) -> ProgressCallback:
 
 
 def render(pipe: Pipeline, request: GenerationRequest, out: Path, plan: Plan | None = None) -> None:
+    import torch
+
     from ltxv.io.video import save_output
 
-    result = pipe.generate(request, callback=progress(plan))  # logs the memory estimate first, the compile time later
+    # One request per process: each model is freed after its last stage, and an mp4 or png is decoded straight to
+    # uint8 (the frames it stores, truncated as save_output would).
+    video_dtype = torch.float32 if out.suffix.lower() == ".safetensors" else torch.uint8
+    result = pipe.generate(request, callback=progress(plan), release=True, video_dtype=video_dtype)
     save_output(out, result.video, result.latents, fps=request.frame_rate)
     print(f"wrote {out}")
 

@@ -37,6 +37,7 @@ from ltxv.runtime.compile import CompileStats, compile_transformer
 from ltxv.runtime.estimate import MemoryEstimate, decode_bytes, output_video_bytes
 from ltxv.runtime.fastpath import CHUNKS, DecodePlan, plan_decode, room
 from ltxv.runtime.residency import Residency
+from ltxv.runtime.residency import release as free
 from ltxv.sampling.latent_ops import adain
 from ltxv.text.t5 import TextEncoder
 from ltxv.weights.load import Models, load_models
@@ -74,6 +75,7 @@ class Pipeline:
             models, text_encoder, device=self.device, residency=residency, max_memory=max_memory
         )
         self.compile_stats: CompileStats | None = compile_transformer(models.transformer) if compile else None
+        self.released = False  # set by a one-request run (generate(release=True)) that freed the weights
         # Every transformer the pipeline can run, by label; they share the VAE, T5, upsampler and latent space.
         self.transformers: dict[str, Transformer] = {"main": models.transformer}
         self.lora = LoraMerger(models.transformer)  # LoRAs edit the main transformer's weights
@@ -154,10 +156,24 @@ class Pipeline:
         return self.preflight.plan(request, mode=self.residency.mode).memory
 
     @torch.inference_mode()
-    def generate(self, request: GenerationRequest, *, callback: ProgressCallback | None = None) -> GenerationResult:
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        callback: ProgressCallback | None = None,
+        release: bool = False,
+        video_dtype: torch.dtype = torch.float32,
+    ) -> GenerationResult:
         """Run ``request``; ``callback`` receives a :class:`ProgressEvent` per unit of work (raise from it to stop).
         Everything that can be checked before computing is (:meth:`Preflight.check`: the request, its media, the
-        recipe against the model, the memory), so a bad request fails at once, with one line."""
+        recipe against the model, the memory), so a bad request fails at once, with one line.
+
+        ``release``: this pipeline runs this one request (``ltxv generate``): each model's weights are freed after
+        its last stage (T5 once the prompts are encoded, the transformers and the upsampler before the decode), so
+        the process never holds them all at once; the pipeline cannot run again. ``video_dtype``: float32 in [0, 1],
+        or uint8 (what an mp4 stores: a quarter of the memory)."""
+        if self.released:
+            raise RuntimeError("this pipeline freed its weights after a one-request run (release=True); load another")
         checked = self.preflight.check(request)
         log.info("%s", checked.memory.summary())
         plan = self.decode_plan(request)
@@ -180,6 +196,9 @@ class Pipeline:
         use = self.residency.use
         with use(text_encoder=self.text_encoder):
             text = encode_text(self.text_encoder, request.prompt, request.negative_prompt)
+        if release:
+            self.released = True
+            free(self.text_encoder)
         if callback is not None:
             callback(ProgressEvent("text", 1, 1))
 
@@ -218,6 +237,11 @@ class Pipeline:
             if callback is not None:
                 callback(ProgressEvent("upsample", 1, 1))
             latents = one_pass(1, PassMedia(conditioning=media.conditioning, control=media.control), up)
+            del low, up
+        if release:
+            self.lora = LoraMerger(m.transformer)  # drops the old merger's host copies of base weights and its files
+            for model in (*self.transformers.values(), m.upsampler):
+                free(model)
         last = recipe.passes[-1]
         top, left = (height - request.height) // 2, (width - request.width) // 2
         with use(vae=m.vae):
@@ -233,6 +257,7 @@ class Pipeline:
                 num_frames=request.num_frames,
                 progress=callback,
                 chunk_frames=plan.chunk_frames,
+                out_dtype=video_dtype,
             )
         report = CacheReport(tuple(c.report() for c in caches)) if caches else None
         if report is not None:

@@ -219,8 +219,11 @@ def decode(
     num_frames: int,
     progress: ProgressCallback | None = None,
     chunk_frames: int | str | None = "auto",
+    out_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Normalised latents (1, C, F', H', W') -> the output video (num_frames, h, w, 3) float32 in [0, 1].
+    """Normalised latents (1, C, F', H', W') -> the output video (num_frames, h, w, 3) float32 in [0, 1], or uint8
+    (``out_dtype``: each frame truncated from its float32 values as ``ltxv.io.video.to_uint8`` does, a quarter of
+    the memory).
 
     The reference's decode noise and tone mapping, then every decoded frame, as it leaves the (streaming) decoder, is
     mapped to [0, 1], resized to ``size`` (bilinear, no antialias: the multi-scale recipe's final resize; a no-op at
@@ -236,13 +239,16 @@ def decode(
         timestep = torch.tensor([decode_timestep], device=latents.device)
     latents = tone_map(latents, tone_map_ratio)
     top, left, h, w = crop
-    out = torch.empty(num_frames, h, w, 3, device=latents.device)
+    if out_dtype not in (torch.float32, torch.uint8):
+        raise ValueError(f"the decoded video is float32 or uint8, not {out_dtype}")
+    out = torch.empty(num_frames, h, w, 3, device=latents.device, dtype=out_dtype)
 
     def sink(start: int, frames: torch.Tensor) -> None:  # frames (1, 3, n, H, W) in [-1, 1]
         n = min(frames.shape[2], num_frames - start)
         if n > 0:  # the reference's (x / 2 + 0.5).clamp(0, 1), in place on the one float32 copy
             x = resize_frames(frames[:, :, :n].float().div_(2).add_(0.5).clamp_(0, 1), *size)  # (1, 3, n, *size)
-            out[start : start + n] = x[0, :, :, top : top + h, left : left + w].permute(1, 2, 3, 0)
+            x = x[0, :, :, top : top + h, left : left + w].permute(1, 2, 3, 0)
+            out[start : start + n] = x if out_dtype == torch.float32 else x.mul(255).to(torch.uint8)
             if progress is not None:
                 progress(ProgressEvent("decode", start + n, num_frames))
 

@@ -91,6 +91,15 @@ class Residency:
                 t.data = host[name].to(device, non_blocking=pin)
 
 
+def release(model: nn.Module | TextEncoder | None) -> None:
+    """Free a model's weights for good (a one-request process, ``Pipeline.generate(release=True)``): every parameter
+    and buffer becomes an empty tensor of its dtype and device; the module can no longer run."""
+    if model is None:
+        return
+    for _, t in _tensors(_module(model)):
+        t.data = torch.empty(0, dtype=t.dtype, device=t.device)
+
+
 def offloads(mode: str, role: str) -> bool:
     """Whether ``mode`` keeps the model of ``role`` on the CPU between its stages."""
     return mode == "sequential" or (mode == "offload-text" and role == "text_encoder")
