@@ -317,9 +317,11 @@ def _draw_noise(
 
 
 # Each layer's block size, in output frames' bytes per streamed latent frame. Measured on the mid-sized benchmark VAE
-# (base width 32, 384x640x49, bf16): 1 -> 86 MB working memory, 3.82 s; 2 -> 121 MB, 3.16 s; 8 (a latent frame's
-# worth) -> 207 MB, 3.06 s; 16 -> 338 MB, 3.07 s.
-WINDOW_FRAMES = 2
+# (base width 32, 384x640x49, bf16, default OpenMP waits, before the oneDNN rule of TemporalConv): 1 -> 86 MB working
+# memory, 3.82 s; 2 -> 121 MB, 3.16 s; 8 (a latent frame's worth) -> 207 MB, 3.06 s; 16 -> 338 MB, 3.07 s. In
+# float32 with passive waits on a loaded machine: 2 -> 208 MB, 12-15 s; 1 -> 75-106 MB, 15-19 s; 0.5 -> 56 MB,
+# 15-16 s (timings at load 11 on 2 cores, within their noise of each other).
+WINDOW_FRAMES = 1
 
 # A consumer of decoded video: (first frame index, frames (B, 3, n, H, W)), called in frame order.
 FrameSink = Callable[[int, torch.Tensor], None]

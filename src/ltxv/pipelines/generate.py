@@ -169,7 +169,8 @@ class Pipeline:
         recipe against the model, the memory), so a bad request fails at once, with one line.
 
         ``release``: this pipeline runs this one request (``ltxv generate``): each model's weights are freed after
-        its last stage (T5 once the prompts are encoded, the transformers and the upsampler before the decode), so
+        its last stage (T5 once the prompts are encoded, the upsampler once it has run, the transformers before the
+        decode), so
         the process never holds them all at once; the pipeline cannot run again. ``video_dtype``: float32 in [0, 1],
         or uint8 (what an mp4 stores: a quarter of the memory)."""
         if self.released:
@@ -234,14 +235,15 @@ class Pipeline:
             low = one_pass(0, media, None)
             with use(upsampler=m.upsampler):
                 up = adain(m.upsampler(low), low)  # type: ignore[misc]
+            if release:
+                free(m.upsampler)
             if callback is not None:
                 callback(ProgressEvent("upsample", 1, 1))
             latents = one_pass(1, PassMedia(conditioning=media.conditioning, control=media.control), up)
             del low, up
         if release:
             self.lora = LoraMerger(m.transformer)  # drops the old merger's host copies of base weights and its files
-            for model in (*self.transformers.values(), m.upsampler):
-                free(model)
+            free(*self.transformers.values())
         last = recipe.passes[-1]
         top, left = (height - request.height) // 2, (width - request.width) // 2
         with use(vae=m.vae):

@@ -16,6 +16,7 @@ weights, and the pinned source is never written, so the asynchronous copy is saf
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,13 +92,29 @@ class Residency:
                 t.data = host[name].to(device, non_blocking=pin)
 
 
-def release(model: nn.Module | TextEncoder | None) -> None:
-    """Free a model's weights for good (a one-request process, ``Pipeline.generate(release=True)``): every parameter
-    and buffer becomes an empty tensor of its dtype and device; the module can no longer run."""
-    if model is None:
+def release(*models: nn.Module | TextEncoder | None) -> None:
+    """Free models' weights for good (a one-request process, ``Pipeline.generate(release=True)``): every parameter
+    and buffer becomes an empty tensor of its dtype and device; the modules can no longer run. On the CPU the freed
+    memory is handed back to the system (:func:`trim_heap`), or a weight-sized hole would stay in the process."""
+    for model in models:
+        if model is None:
+            continue
+        for _, t in _tensors(_module(model)):
+            t.data = torch.empty(0, dtype=t.dtype, device=t.device)
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """glibc's ``malloc_trim(0)``: return the heap's free pages to the system. The weights are tensors of a few MB,
+    which glibc serves from its heap once its mmap threshold has grown past them, and freeing them leaves RSS as it
+    was (measured: 170 MB of freed weights stayed resident). A no-op elsewhere than glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
         return
-    for _, t in _tensors(_module(model)):
-        t.data = torch.empty(0, dtype=t.dtype, device=t.device)
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def offloads(mode: str, role: str) -> bool:
