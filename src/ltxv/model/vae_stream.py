@@ -174,7 +174,7 @@ class Chain:
             queue.append(x)
         n = _frames(queue)
         if self.window is not None and queue:
-            n = max(1, self.window // (queue[0][:, :, :1].numel() * queue[0].element_size()))
+            n = max(1, int(self.window // (queue[0][:, :, :1].numel() * queue[0].element_size())))
         while _frames(queue) > n or (queue and _frames(queue) == n and not last):
             yield from self._feed(i + 1, self.ops[i].push(_take(queue, n)), False)
         if last:  # the rest, at most one block, goes with the end of the stream
@@ -346,7 +346,7 @@ def decode_stream(
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
     chain, shape = decoder_stream(decoder, t, z, generator)
     frame_bytes = math.prod(shape[:2]) * math.prod(shape[3:]) * z.element_size()
-    chain.window = window or chunk_frames * WINDOW_FRAMES * frame_bytes
+    chain.window = window or int(chunk_frames * WINDOW_FRAMES * frame_bytes)
     out = torch.empty(shape, dtype=z.dtype, device=z.device) if sink is None else None  # (B, 3, F, H, W)
     done = 0
     chunks = z.split(chunk_frames, dim=2)

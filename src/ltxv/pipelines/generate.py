@@ -36,7 +36,7 @@ from ltxv.runtime.cache import CacheReport, CacheReporting, StepCache
 from ltxv.runtime.compile import CompileStats, compile_transformer
 from ltxv.runtime.estimate import MemoryEstimate, decode_bytes, output_video_bytes
 from ltxv.runtime.fastpath import CHUNKS, DecodePlan, plan_decode, room
-from ltxv.runtime.residency import Residency
+from ltxv.runtime.residency import Residency, trimming
 from ltxv.runtime.residency import release as free
 from ltxv.sampling.latent_ops import adain
 from ltxv.text.t5 import TextEncoder
@@ -257,7 +257,7 @@ class Pipeline:
                 size=(height, width),
                 crop=(top, left, request.height, request.width),
                 num_frames=request.num_frames,
-                progress=callback,
+                progress=trimming(callback) if release and self.device.type == "cpu" else callback,
                 chunk_frames=plan.chunk_frames,
                 out_dtype=video_dtype,
             )

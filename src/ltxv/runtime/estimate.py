@@ -149,7 +149,7 @@ def vae_bytes(
     # decode_stream's window: WINDOW_FRAMES output frames per latent frame of a chunk. Every layer takes blocks
     # of about that size (at least one of its frames), and a resnet holds a few such blocks at once; conv_out's block
     # and its unpatchified copy come on top.
-    window = chunk_frames * WINDOW_FRAMES * out // f
+    window = int(chunk_frames * WINDOW_FRAMES * out // f)
     block = max(max(window, c * h * w * elem) for c, _, h, w in stages[1:])
     layers = [b.num_layers if b.kind == "res_x" else 1 for b in reversed(cfg.decoder_blocks)]
     carried = sum(STREAM_CARRIED_FRAMES * n * c * h * w * elem for (c, _, h, w), n in zip(stages[1:], layers))
