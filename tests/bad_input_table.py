@@ -49,6 +49,7 @@ def write_files(root: Path, kit: Any) -> dict[str, Path]:
         "yaml_skip_all": b"num_inference_steps: 4\nskip_initial_inference_steps: 2\nskip_final_inference_steps: 2\n",
         "yaml_stg_mode": b"stg_mode: sideways\n",
         "yaml_tone": b"tone_map_compression_ratio: 2.0\n",
+        "yaml_cache": b"cache: static:2,20\n",
         "yaml_decode_t": b"decode_timestep: -1\n",
         "yaml_downscale": (
             b"pipeline_type: multi-scale\ndownscale_factor: 0\nfirst_pass: {num_inference_steps: 2}\n"
@@ -217,6 +218,16 @@ CASES: tuple[Bad, ...] = (
         {"input_media": V, "denoise_strength": 0.5},
         param="denoise_strength",
     ),
+    # step caching (ltxv.runtime.cache)
+    Bad("cache-method", "unknown method 'teacache'", {"cache": "teacache:0.1"}, param="cache"),
+    Bad("cache-fbc-bare", "fbc takes a threshold", {"cache": "fbc"}, param="cache"),
+    Bad("cache-fbc-negative", "fbc threshold must be a number >= 0", {"cache": "fbc:-0.1"}, param="cache"),
+    Bad("cache-fbc-option", "unknown fbc option 'warm=2'", {"cache": "fbc:0.1,warm=2"}, param="cache"),
+    Bad(
+        "cache-static-interval", "static needs start >= 0 and interval >= 1", {"cache": "static:2,20,0"}, param="cache"
+    ),
+    Bad("cache-static-order", "static end 2 is before its start 5", {"cache": "static:5,2,2"}, param="cache"),
+    Bad("cache-not-string", "a cache spec is a string", {"cache": 0.1}, param="cache"),
     # conditioning lists and items
     Bad(
         "cond-string",
@@ -325,6 +336,7 @@ CASES: tuple[Bad, ...] = (
             ("zero_steps", "num_inference_steps must be an integer >= 1, got 0"),
             ("stg_mode", "stg_mode must be one of"),
             ("tone", "tone_map_compression_ratio must be a number in [0, 1]"),
+            ("cache", "static takes START,END,INTERVAL"),
             ("decode_t", "decode_timestep must be a number in [0, 1]"),
             ("downscale", "downscale_factor must be a number in (0, 1]"),
             ("bad_timesteps", "timesteps must be a non-empty list in (0, 1]"),

@@ -107,6 +107,7 @@ _SCALAR_FLAGS = {
     "overlap_strength": "--overlap-strength",
     "adain_factor": "--adain-factor",
     "transformer_schedule": "--transformer-schedule",
+    "cache": "--cache",
 }
 _TYPES = {
     "height": int,
@@ -125,7 +126,7 @@ def flags_of(fields: dict[str, Any], env: Env) -> list[str] | None:
     for k, v in fields.items():
         v = env.path(v)
         if k in _SCALAR_FLAGS:
-            want = _TYPES.get(k, str if k in ("prompt", "negative_prompt", "input_media") else float)
+            want = _TYPES.get(k, str if k in ("prompt", "negative_prompt", "input_media", "cache") else float)
             if isinstance(v, bool) or not isinstance(v, want | (int if want is float else want)):
                 return None
             out += [_SCALAR_FLAGS[k], repr(v) if isinstance(v, float) and not math.isfinite(v) else str(v)]

@@ -122,8 +122,9 @@ class FakePipeline:
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs, self.requests = kwargs, []
 
-    def generate(self, request: GenerationRequest, *, callback: Any = None, frames: Any = None) -> Any:
+    def generate(self, request: GenerationRequest, *, callback: Any = None, frames: Any = None, **options: Any) -> Any:
         self.requests.append(request)
+        self.options = options  # the CLI's one-request options (release=True, video_dtype)
         from ltxv.pipelines.progress import ProgressEvent
 
         for k, n in enumerate((3, 2)):  # two passes
@@ -239,6 +240,7 @@ def test_generate_builds_the_request_and_writes_where_the_reference_would(
         recipe=PRESETS["ltxv-13b-0.9.8-dev"],
     )
     assert pipe.requests == [expected]
+    assert pipe.options == {"release": True}  # one request: each model freed after its last stage (frames stream)
     ((path, video, kwargs),) = fake_library.saved
     assert path == out / "video_output_0_a-cat-playing-piano_7_480x704x33_0.mp4"
     assert fake_library.checked == [(expected, path)]  # the preflight saw the request and the destination

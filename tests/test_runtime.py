@@ -225,7 +225,9 @@ def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path, cpuinfo: 
     (tmp_path / "cpuinfo").write_text(cpuinfo)
     monkeypatch.setattr(capability, "Path", lambda _: tmp_path / "cpuinfo")
     capability.cpu_has_fast_bf16.cache_clear()
+    capability.cpu_flags.cache_clear()
     try:
         assert capability.cpu_has_fast_bf16() is fast
     finally:
         capability.cpu_has_fast_bf16.cache_clear()
+        capability.cpu_flags.cache_clear()

@@ -128,3 +128,25 @@ def test_sink_receives_the_video_in_frame_order(chunk: int | None) -> None:
     assert starts == sorted(starts) and starts[0] == 0
     assert (len(blocks) > 1) == (chunk is not None)
     assert torch.equal(torch.cat([x for _, x in blocks], dim=2), whole)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (a CPU build with MKL-DNN)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_streamed_conv_uses_the_one_shot_backend(dtype: torch.dtype) -> None:
+    """PyTorch runs a conv of the whole clip (32 channels, 48 rows, 25 + 2 frames) on oneDNN, but one streamed block
+    of 3 frames on its native slow_conv3d (its size rule), which rounds differently and is several times slower. The
+    streamed conv follows the whole clip's choice, so each output frame is the one-shot's bit for bit."""
+    from ltxv.model.vae_blocks import CausalConv3d
+    from ltxv.model.vae_stream import TemporalConv, _one_shot_uses_onednn
+
+    torch.manual_seed(0)
+    conv = CausalConv3d(32, 32, "zeros").to(dtype).eval()
+    x = torch.randn(1, 32, 25, 48, 8).to(dtype)
+    with torch.inference_mode():
+        assert _one_shot_uses_onednn(conv.conv, (1, 25, 48, 8), x)
+        assert not _one_shot_uses_onednn(conv.conv, (1, 1, 48, 8), x) or dtype == torch.bfloat16
+        one = conv(x, causal=False)
+        stream = TemporalConv(conv, False, (1, 25, 48, 8), x)
+        blocks = [stream.push(x[:, :, i : i + 1], last=i == 24) for i in range(25)]
+        streamed = torch.cat([b for b in blocks if b is not None], dim=2)
+    assert torch.equal(streamed, one)

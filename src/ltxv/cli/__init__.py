@@ -7,6 +7,10 @@ Every error a user can cause is one line on stderr and exit status 2; nothing is
 
 from __future__ import annotations
 
+from ltxv.runtime.threads import process_defaults
+
+process_defaults()  # before torch loads its OpenMP runtime, which reads them once (ltxv.runtime.threads)
+
 import argparse
 import importlib
 import logging

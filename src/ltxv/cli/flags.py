@@ -68,6 +68,13 @@ REQUEST_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("conditioning-strengths", {"nargs": "+", "type": float, "help": "each in [0, 1] (default 1.0 each)"}),
     ("denoise-strength", {"type": float, "help": "video-to-video: start denoising at this noise level"}),
     ("no-media-preprocess", {"action": "store_true", "help": "skip the blur + H.264 round trip on input media"}),
+    (
+        "cache",
+        {
+            "metavar": "SPEC",
+            "help": "step caching: fbc:THRESHOLD or static:START,END,INTERVAL, or off (default: the recipe's)",
+        },
+    ),
     ("offload-to-cpu", {"action": "store_true", "help": "keep the text encoder on the CPU except while it encodes"}),
     ("output-path", {"help": "output folder (default outputs/<date>), files named like the reference's"}),
     ("out", {"help": "output file instead: .mp4, .png (one frame) or .safetensors (video and latents)"}),

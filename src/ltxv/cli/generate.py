@@ -59,6 +59,7 @@ def build_request(a: argparse.Namespace) -> GenerationRequest:
         input_media=a.input_media_path,
         media_preprocess=not a.no_media_preprocess,
         recipe=recipe_of(a),
+        cache=a.cache,
     )
     loras = {k: [parse_lora_arg(x) for x in getattr(a, k) or ()] for k in ("lora", "control_lora", "detailer_lora")}
     request = with_lora_flags(
@@ -116,20 +117,24 @@ def progress(plan: Plan | None = None) -> ProgressCallback:
 
 def render(pipe: Pipeline, request: GenerationRequest, out: Path, plan: Plan | None = None) -> None:
     """Generate into ``out``; an mp4 is written block by block as the decoder produces the frames (the memory
-    estimate is logged first, the compile time later). In a split run only rank 0 writes."""
+    estimate is logged first, the compile time later). In a split run only rank 0 writes. One request per process:
+    each model's weights are freed after its last stage (``release``)."""
     import json
+
+    import torch
 
     from ltxv.io.video import Mp4Writer, save_output
     from ltxv.parallel.launch import rank
 
     if rank() != 0:  # the other ranks of a split run compute their share of every step; rank 0 writes
-        pipe.generate(request)
+        pipe.generate(request, release=True)
         return
     if out.suffix.lower() == ".mp4":
         with Mp4Writer(out, request.frame_rate) as writer:
-            pipe.generate(request, callback=progress(plan), frames=writer.write)
-    else:
-        result = pipe.generate(request, callback=progress(plan))
+            pipe.generate(request, callback=progress(plan), frames=writer.write, release=True)
+    else:  # a png is decoded straight to uint8 (truncated as save_output would), a .safetensors keeps float32
+        video_dtype = torch.float32 if out.suffix.lower() == ".safetensors" else torch.uint8
+        result = pipe.generate(request, callback=progress(plan), release=True, video_dtype=video_dtype)
         meta = {"step_models": json.dumps(result.step_models)}  # which transformer ran each step of each pass
         save_output(out, result.video, result.latents, fps=request.frame_rate, metadata=meta)  # type: ignore[arg-type]
     print(f"wrote {out}")

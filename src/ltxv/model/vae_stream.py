@@ -91,11 +91,26 @@ class DropFirst:
 
 class TemporalConv:
     """A :class:`CausalConv3d` (stride 1, k = 3 in time), streamed with its own parameters. Non-causal: one frame of
-    delay; causal: none."""
+    delay; causal: none.
 
-    def __init__(self, conv: CausalConv3d, causal: bool) -> None:
+    ``full``: (B, frames, H, W) of the conv's whole input in the one-shot decode. PyTorch picks a CPU convolution by
+    input size, and for a short block it falls back to its native ``slow_conv3d`` where the whole clip goes to oneDNN:
+    measured 3-4x slower, and rounding differently (3.7e-6). So when the one-shot decode's conv runs on oneDNN, every
+    block goes to oneDNN too (``torch.mkldnn_convolution``), which computes each output frame alike whatever the
+    block's length (tested bit for bit)."""
+
+    def __init__(
+        self, conv: CausalConv3d, causal: bool, full: tuple[int, ...] | None = None, like: Frames = None
+    ) -> None:
         self.conv, self.causal = conv.conv, causal
         self.buf: torch.Tensor | None = None  # (B, C, <= 2 + n, H, W): the inputs still needed, padding included
+        self.onednn = full is not None and like is not None and _one_shot_uses_onednn(self.conv, full, like)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        if self.onednn:
+            return torch.mkldnn_convolution(x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups)
+        return c(x)
 
     def push(self, x: Frames, last: bool = False) -> Frames:
         if x is not None:
@@ -112,10 +127,22 @@ class TemporalConv:
         out = None
         if self.buf.shape[2] >= 3:
             # Contiguous as in CausalConv3d: conv rounding depends on the memory layout.
-            out = self.conv(self.buf.contiguous())
+            out = self._conv(self.buf.contiguous())
         # A copy of the frames still needed, so that the consumed frames' storage is freed now.
         self.buf = None if last else self.buf[:, :, -2:].clone()
         return out
+
+
+def _one_shot_uses_onednn(conv: nn.Conv3d, full: tuple[int, ...], like: torch.Tensor) -> bool:
+    """Whether PyTorch runs ``conv`` on oneDNN for the one-shot decode's input (B, C, frames + 2, H, W) (its temporal
+    padding included), asked of PyTorch's own backend choice on a stand-in of that shape without storage."""
+    select = getattr(torch._C, "_select_conv_backend", None)
+    if select is None or like.device.type != "cpu" or conv.padding_mode != "zeros":
+        return False
+    b, frames, h, w = full
+    x = torch.zeros((), dtype=like.dtype, device=like.device).expand(b, conv.in_channels, frames + 2, h, w)
+    args = (list(conv.stride), list(conv.padding), list(conv.dilation), False, [0, 0, 0], conv.groups, None)
+    return select(x, conv.weight, conv.bias, *args) == torch._C._ConvBackend.Mkldnn
 
 
 class Chain:
@@ -147,7 +174,7 @@ class Chain:
             queue.append(x)
         n = _frames(queue)
         if self.window is not None and queue:
-            n = max(1, self.window // (queue[0][:, :, :1].numel() * queue[0].element_size()))
+            n = max(1, int(self.window // (queue[0][:, :, :1].numel() * queue[0].element_size())))
         while _frames(queue) > n or (queue and _frames(queue) == n and not last):
             yield from self._feed(i + 1, self.ops[i].push(_take(queue, n)), False)
         if last:  # the rest, at most one block, goes with the end of the stream
@@ -179,8 +206,16 @@ def _modulate(h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torc
     return h * (1 + scale) + shift  # the one-shot decoder's expression, for equal rounding
 
 
-def _res_block(block: ResBlock, causal: bool, temb: torch.Tensor | None, noise: list[torch.Tensor]) -> Residual:
-    """One resnet. ``noise``: its two pre-drawn noise terms (B=1, C, 1, H, W), or empty without noise injection."""
+def _res_block(
+    block: ResBlock,
+    causal: bool,
+    temb: torch.Tensor | None,
+    noise: list[torch.Tensor],
+    full: tuple[int, ...] | None = None,
+    like: Frames = None,
+) -> Residual:
+    """One resnet. ``noise``: its two pre-drawn noise terms (B=1, C, 1, H, W), or empty without noise injection;
+    ``full`` and ``like``: see :class:`TemporalConv`."""
     mod = modulation(block.scale_shift_table, temb) if temb is not None else None  # shift1, scale1, shift2, scale2
 
     def pre1(x: torch.Tensor) -> torch.Tensor:
@@ -193,7 +228,12 @@ def _res_block(block: ResBlock, causal: bool, temb: torch.Tensor | None, noise: 
         h = block.norm2(h)
         return F.silu(h if mod is None else _modulate(h, mod[3], mod[2]))
 
-    ops: list[StreamOp] = [Map(pre1), TemporalConv(block.conv1, causal), Map(mid), TemporalConv(block.conv2, causal)]
+    ops: list[StreamOp] = [
+        Map(pre1),
+        TemporalConv(block.conv1, causal, full, like),
+        Map(mid),
+        TemporalConv(block.conv2, causal, full, like),
+    ]
     if noise:
         ops.append(Map(lambda h: h.add_(noise[1])))
 
@@ -205,7 +245,9 @@ def _res_block(block: ResBlock, causal: bool, temb: torch.Tensor | None, noise: 
     return Residual(Chain(ops), join)
 
 
-def _depth_to_space_up(block: DepthToSpaceUp, causal: bool) -> list[StreamOp]:
+def _depth_to_space_up(
+    block: DepthToSpaceUp, causal: bool, full: tuple[int, ...] | None = None, like: Frames = None
+) -> list[StreamOp]:
     def join(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         y = depth_to_space(y, block.stride)
         if block.residual:  # channel-tiled skip, added as the one-shot block does
@@ -213,7 +255,7 @@ def _depth_to_space_up(block: DepthToSpaceUp, causal: bool) -> list[StreamOp]:
             y.unflatten(1, (block.tiles, skip.shape[1])).add_(skip.unsqueeze(1))
         return y
 
-    up = Residual(TemporalConv(block.conv, causal), join)
+    up = Residual(TemporalConv(block.conv, causal, full, like), join)
     return [up, DropFirst()] if block.stride[0] == 2 else [up]
 
 
@@ -234,15 +276,18 @@ def decoder_stream(
         raise ValueError("a GroupNorm VAE decoder cannot be streamed exactly; decode it in one shot")
     causal = decoder.causal
     b, _, frames, h, w = like.shape
-    ops: list[StreamOp] = [TemporalConv(decoder.conv_in, causal)]
+    ops: list[StreamOp] = [TemporalConv(decoder.conv_in, causal, (b, frames, h, w), like)]
     for block in decoder.up_blocks:
+        full = (b, frames, h, w)
         if isinstance(block, ResStack):
             temb = block.time_embedder(t, like.dtype) if t is not None and hasattr(block, "time_embedder") else None
-            ops += [_res_block(r, causal, temb, _draw_noise(r, h, w, like, generator)) for r in block.res_blocks]
+            ops += [
+                _res_block(r, causal, temb, _draw_noise(r, h, w, like, generator), full, like) for r in block.res_blocks
+            ]
         elif isinstance(block, ResBlock):  # WidenBlock: never timestep-conditioned
-            ops.append(_res_block(block, causal, None, _draw_noise(block, h, w, like, generator)))
+            ops.append(_res_block(block, causal, None, _draw_noise(block, h, w, like, generator), full, like))
         elif isinstance(block, DepthToSpaceUp):
-            ops += _depth_to_space_up(block, causal)
+            ops += _depth_to_space_up(block, causal, full, like)
             p, h, w = block.stride[0], h * block.stride[1], w * block.stride[2]
             frames = frames * p - (1 if p == 2 else 0)
         else:
@@ -255,7 +300,7 @@ def decoder_stream(
         x = decoder.conv_norm_out(x)
         return F.silu(x if last is None else _modulate(x, last[1], last[0]))
 
-    ops += [Map(head), TemporalConv(decoder.conv_out, causal), Map(decoder.unpatchify)]
+    ops += [Map(head), TemporalConv(decoder.conv_out, causal, (b, frames, h, w), like), Map(decoder.unpatchify)]
     p = decoder.patch_size
     return Chain(ops), (b, decoder.conv_out.conv.out_channels // p**2, frames, h * p, w * p)
 
@@ -272,9 +317,11 @@ def _draw_noise(
 
 
 # Each layer's block size, in output frames' bytes per streamed latent frame. Measured on the mid-sized benchmark VAE
-# (base width 32, 384x640x49, bf16): 1 -> 86 MB working memory, 3.82 s; 2 -> 121 MB, 3.16 s; 8 (a latent frame's
-# worth) -> 207 MB, 3.06 s; 16 -> 338 MB, 3.07 s.
-WINDOW_FRAMES = 2
+# (base width 32, 384x640x49, bf16, default OpenMP waits, before the oneDNN rule of TemporalConv): 1 -> 86 MB working
+# memory, 3.82 s; 2 -> 121 MB, 3.16 s; 8 (a latent frame's worth) -> 207 MB, 3.06 s; 16 -> 338 MB, 3.07 s. In
+# float32 with passive waits on a loaded machine: 2 -> 208 MB, 12-15 s; 1 -> 75-106 MB, 15-19 s; 0.5 -> 56 MB,
+# 15-16 s (timings at load 11 on 2 cores, within their noise of each other).
+WINDOW_FRAMES = 1
 
 # A consumer of decoded video: (first frame index, frames (B, 3, n, H, W)), called in frame order.
 FrameSink = Callable[[int, torch.Tensor], None]
@@ -299,7 +346,7 @@ def decode_stream(
         raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
     chain, shape = decoder_stream(decoder, t, z, generator)
     frame_bytes = math.prod(shape[:2]) * math.prod(shape[3:]) * z.element_size()
-    chain.window = window or chunk_frames * WINDOW_FRAMES * frame_bytes
+    chain.window = window or int(chunk_frames * WINDOW_FRAMES * frame_bytes)
     out = torch.empty(shape, dtype=z.dtype, device=z.device) if sink is None else None  # (B, 3, F, H, W)
     done = 0
     chunks = z.split(chunk_frames, dim=2)

@@ -34,7 +34,7 @@ from ltxv.pipelines.denoise import CallTransformer, StepModels
 from ltxv.pipelines.media import load_request_media
 from ltxv.pipelines.preflight import Preflight
 from ltxv.pipelines.progress import ProgressCallback, ProgressEvent
-from ltxv.pipelines.request import GenerationRequest, Lora, RequestError
+from ltxv.pipelines.request import GenerationRequest, Lora, RequestError, padded_size
 from ltxv.pipelines.stages import (
     FrameConsumer,
     PassMedia,
@@ -44,10 +44,14 @@ from ltxv.pipelines.stages import (
     encode_text,
     output_settings,
     run_pass,
+    vae_dtype,
 )
+from ltxv.runtime.cache import CacheReport, CacheReporting, StepCache
 from ltxv.runtime.compile import CompileStats, compile_transformer
-from ltxv.runtime.estimate import MemoryEstimate
-from ltxv.runtime.residency import Residency
+from ltxv.runtime.estimate import MemoryEstimate, decode_bytes, output_video_bytes
+from ltxv.runtime.fastpath import CHUNKS, DecodePlan, plan_decode, room
+from ltxv.runtime.residency import Residency, trimming
+from ltxv.runtime.residency import release as free
 from ltxv.sampling.latent_ops import adain
 from ltxv.text.t5 import TextEncoder
 from ltxv.weights.load import Models, load_models, load_transformer
@@ -60,10 +64,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GenerationResult:
-    video: torch.Tensor | None  # (F, H, W, 3) float in [0, 1], cropped to the requested size and frame count; None
-    # when the frames went to a consumer as they were decoded (``generate(..., frames=...)``)
+    video: torch.Tensor | None  # (F, H, W, 3) float in [0, 1] (or uint8, generate's video_dtype), cropped to the
+    # requested size and frame count; None when the frames went to a consumer as they were decoded (``frames=``)
     latents: torch.Tensor  # (1, C, F', H', W') normalised latents of the last pass (of the whole long video)
     step_models: tuple[tuple[str, ...], ...] = ()  # the label of the transformer that ran each step, per pass
+    cache: CacheReport | None = None  # what step caching did (steps in full, reused, compute saved); None: off
 
 
 class Pipeline:
@@ -95,6 +100,7 @@ class Pipeline:
         self.residency = Residency(self.device, residency)
         self.max_memory = max_memory
         self.compile_stats: CompileStats | None = compile_transformer(models.transformer) if compile else None
+        self.released = False  # set by a one-request run (generate(release=True)) that freed the weights
         # Every transformer the pipeline can run, by label; they share the VAE, T5, upsampler and latent space.
         self.transformers: dict[str, Transformer] = {label: models.transformer}
         self.main_label = label
@@ -154,12 +160,23 @@ class Pipeline:
 
     def transformer_call(self, request: GenerationRequest, pass_index: int) -> CallTransformer | None:
         """How the denoiser of a pass evaluates the transformer (None: a plain call). Made anew for every pass, so
-        a wrapper with state (step caching) starts clean in each."""
-        if self.group is None:
-            return None
-        from ltxv.parallel.sequence import SequenceParallel
+        a wrapper with state (step caching, :class:`ltxv.runtime.cache.StepCache`) starts clean in each. A split run
+        (a process group) calls through :class:`ltxv.parallel.sequence.SequenceParallel`; a step cache wraps that
+        and sums its indicator over the ranks, so every rank reuses the same steps."""
+        split = None
+        if self.group is not None:
+            from ltxv.parallel.sequence import SequenceParallel
 
-        return SequenceParallel(self.group)
+            split = SequenceParallel(self.group)
+        config = request.cache_config(pass_index)
+        if config is None:
+            return split
+        h, w = self.pass_sizes(request)[pass_index]
+        from_source = pass_index == 0 and request.input_media is not None
+        steps = len(self.pass_timesteps(request, pass_index, h, w, from_source))
+        if split is None:
+            return StepCache(config, steps, pass_index=pass_index)
+        return StepCache(config, steps, pass_index=pass_index, inner=split, reduce=split.reduce_sum)
 
     def scheduler_config(self, sampler: str) -> SchedulerConfig:
         return preflight.scheduler_config(self.models.config, sampler)
@@ -171,6 +188,33 @@ class Pipeline:
     def pass_timesteps(self, request: GenerationRequest, i: int, h: int, w: int, from_source: bool) -> torch.Tensor:
         """The timesteps pass ``i`` runs at (h, w); ``from_source``: it starts from an encoded source video."""
         return preflight.pass_timesteps(self.models.config, request, i, h, w, from_source)
+
+    def decode_plan(self, request: GenerationRequest) -> DecodePlan:
+        """How the request's VAE decode runs, one shot or streamed and in what chunks: from each strategy's working
+        memory (the estimate's closed forms), the memory the decode may take now (what the device has free, and
+        ``max_memory``) and what is fast on this device (:func:`ltxv.runtime.fastpath.plan_decode`)."""
+        vae = self.models.vae
+        h, w = self.pass_sizes(request)[-1]
+        frames = padded_size(request.height, request.width, request.num_frames)[2]
+        s, lf = vae.spatial_compression, (frames - 1) // vae.temporal_compression + 1
+        elem = next(vae.decoder.parameters()).element_size()
+        result = output_video_bytes(request.num_frames, request.height, request.width)
+
+        def cost(chunk: int | None) -> int:
+            return decode_bytes(
+                vae.cfg, lf, h // s, w // s, elem, streaming=chunk is not None, output=result, chunk_frames=chunk or 1
+            )
+
+        costs: dict[int | None, int] = {None: cost(None)}
+        if lf > 2:  # shorter clips decode in one shot (VideoVAE.decode's rule)
+            costs |= {c: cost(c) for c in CHUNKS if c < lf}
+        return plan_decode(
+            costs,
+            device=self.device,
+            dtype=vae_dtype(vae),
+            room=room(self.device, self.preflight.max_memory),
+            streamable=vae.cfg.norm_layer != "group_norm",
+        )
 
     def memory_estimate(self, request: GenerationRequest, media: PassMedia | None = None) -> MemoryEstimate:
         """The device-memory estimate of ``request`` under this pipeline's residency mode (closed forms, instant;
@@ -184,20 +228,31 @@ class Pipeline:
         *,
         callback: ProgressCallback | None = None,
         frames: FrameConsumer | None = None,
+        release: bool = False,
+        video_dtype: torch.dtype = torch.float32,
     ) -> GenerationResult:
         """Run ``request``; ``callback`` receives a :class:`ProgressEvent` per unit of work (raise from it to stop).
         Everything that can be checked before computing is (:meth:`Preflight.check`: the request, its media, the
         recipe against the model, the transformer schedule, the memory), so a bad request fails at once, with one
-        line. ``frames``: receives the output video block by block as it is decoded, ``(n, h, w, 3)`` float32 in
-        [0, 1] in frame order (e.g. :meth:`ltxv.io.video.Mp4Writer.write`); the result's video is then None, so no
-        video-sized tensor ever exists. A request longer than one clip runs as a long video
-        (:mod:`ltxv.pipelines.long_video`)."""
+        line. A request longer than one clip runs as a long video (:mod:`ltxv.pipelines.long_video`).
+
+        ``frames``: receives the output video block by block as it is decoded, ``(n, h, w, 3)`` float32 in [0, 1] in
+        frame order (e.g. :meth:`ltxv.io.video.Mp4Writer.write`); the result's video is then None, so no video-sized
+        tensor ever exists. ``release``: this pipeline runs this one request (``ltxv generate``): each model's
+        weights are freed after its last stage (T5 once the prompts are encoded, the upsampler once it has run, the
+        transformers before the decode), so the process never holds them all at once; the pipeline cannot run
+        again. ``video_dtype``: the returned video's, float32 in [0, 1] or uint8 (what an mp4 stores: a quarter of
+        the memory)."""
+        if self.released:
+            raise RuntimeError("this pipeline freed its weights after a one-request run (release=True); load another")
         checked = self.preflight.check(request, streamed=frames is not None)
         log.info("%s", checked.memory.summary())
         if checked.windows is not None:
             from ltxv.pipelines.long_video import generate_long
 
             return generate_long(self, checked, callback=callback, frames=frames)
+        strategy = self.decode_plan(request)
+        log.info("%s", strategy.describe())
         recipe = request.recipe
         m = self.models
         height, width, num_frames = checked.size
@@ -216,10 +271,14 @@ class Pipeline:
         use = self.residency.use
         with use(text_encoder=self.text_encoder):
             text = encode_text(self.text_encoder, request.prompt, request.negative_prompt)
+        if release:
+            self.released = True
+            free(self.text_encoder)
         if callback is not None:
             callback(ProgressEvent("text", 1, 1))
 
         used: list[tuple[str, ...]] = []
+        caches: list[CacheReporting] = []
 
         def one_pass(i: int, pm: PassMedia, init: torch.Tensor | None) -> torch.Tensor:
             h, w = sizes[i]
@@ -239,6 +298,8 @@ class Pipeline:
             models = self.step_models(request, i, len(ts))
             used.append(tuple(label for label, _ in models))
             call = self.transformer_call(request, i)
+            if callable(getattr(call, "report", None)):  # a StepCache, or a wrapper that passes its report on
+                caches.append(call)  # type: ignore[arg-type]
             self.lora.apply(loras[i])  # where the weights live between stages, so residency's host copies follow
             encodes = pm.source is not None or pm.conditioning or any(c.media is not None for c in pm.control)
             with self.residency.use_pass(dict(models), vae=m.vae if encodes else None) as activate:
@@ -252,13 +313,31 @@ class Pipeline:
             low = one_pass(0, media, None)
             with use(upsampler=m.upsampler):
                 up = adain(m.upsampler(low), low)  # type: ignore[misc]
+            if release:
+                free(m.upsampler)
             if callback is not None:
                 callback(ProgressEvent("upsample", 1, 1))
             latents = one_pass(1, PassMedia(conditioning=media.conditioning, control=media.control), up)
+            del low, up
+        if release:
+            self.lora = LoraMerger(m.transformer)  # drops the old merger's host copies of base weights and its files
+            free(*self.transformers.values())
         with use(vae=m.vae):
             out = output_settings(request, height, width)
-            video = decode(m.vae, latents, **out, streams=streams, progress=callback, frames=frames)
-        return GenerationResult(video=video, latents=latents, step_models=tuple(used))
+            video = decode(
+                m.vae,
+                latents,
+                **out,
+                streams=streams,
+                progress=trimming(callback) if release and self.device.type == "cpu" else callback,
+                frames=frames,
+                chunk_frames=strategy.chunk_frames,
+                out_dtype=video_dtype,
+            )
+        report = CacheReport(tuple(c.report() for c in caches)) if caches else None
+        if report is not None:
+            log.info("%s", report.summary())
+        return GenerationResult(video=video, latents=latents, step_models=tuple(used), cache=report)
 
 
 def load_pipeline(

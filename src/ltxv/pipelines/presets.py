@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from ltxv.pipelines.loras import parse_lora_entry
-from ltxv.pipelines.request import STG_ALIASES, Lora, PassSettings, Recipe, RequestError
+from ltxv.pipelines.request import STG_ALIASES, Lora, PassSettings, Recipe, RequestError, check_cache
 from ltxv.runtime import capability
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,8 @@ SAMPLERS = {"from_checkpoint": "from_checkpoint", "uniform": "uniform", "linear-
 SAMPLERS |= {"linear_quadratic": "linear-quadratic", "linearquadratic": "linear-quadratic"}
 
 _PASS_KEYS = {f.name for f in fields(PassSettings)}
-# Pass keys ltxv adds to the reference's config format (the reference has no LoRA support).
-LTXV_PASS_KEYS = {"loras"}
+# Pass keys ltxv adds to the reference's config format (the reference has no LoRA support, no step caching).
+LTXV_PASS_KEYS = {"loras", "cache"}
 # Read by the reference but without effect here: prompt enhancement is not implemented.
 _IGNORED_KEYS = {"prompt_enhancer_image_caption_model_name_or_path", "prompt_enhancer_llm_model_name_or_path"}
 _TOP_KEYS = {
@@ -110,6 +110,12 @@ def _blocks(key: str, v: object) -> tuple[int, ...] | tuple[tuple[int, ...], ...
     return tuple(_int(key, i) for i in v)
 
 
+def _cache(key: str, v: object) -> str | None:
+    spec = _str(key, v)
+    check_cache(spec, key)
+    return spec
+
+
 _PASS_PARSERS: dict[str, Callable[[str, object], object]] = {
     "num_inference_steps": _int,
     "timesteps": _numbers,
@@ -124,6 +130,7 @@ _PASS_PARSERS: dict[str, Callable[[str, object], object]] = {
     "tone_map_compression_ratio": _number,
     "stochastic_sampling": _bool,
     "loras": _loras,
+    "cache": _cache,
 }
 
 

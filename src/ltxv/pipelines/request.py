@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 
 from ltxv.errors import LtxvError
+from ltxv.runtime.cache import CacheConfig, CacheSpecError, parse_cache
 
 DEFAULT_NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
 STG_MODES = ("attention_values", "attention_skip", "residual", "transformer_block")
@@ -125,10 +126,12 @@ class PassSettings:
     stochastic_sampling: bool = False
     # The pass's complete LoRA set (() = none); None: the pipeline's own set (``load(loras=)``, ``set_loras``).
     loras: tuple[Lora, ...] | None = None
+    cache: str | CacheConfig | None = None  # step caching of this pass (ltxv's own key): "fbc:0.1", "static:2,20,3"
 
     def validate(self, where: str = "recipe.first_pass") -> None:
         """``where``: the field path in messages (``recipe.second_pass`` for the second pass)."""
         p = f"{where}."
+        check_cache(self.cache, p + "cache")
         if self.timesteps is None:
             _int(self.num_inference_steps, p + "num_inference_steps", 1, what="an integer >= 1")
         else:
@@ -371,6 +374,14 @@ class GenerationRequest:
     window_prompts: tuple[str, ...] = ()
     # Which transformer runs which step (ltxv.pipelines.hybrid): "13b:4,2b", or the JSON form '[["13B", 4], ...]'.
     transformer_schedule: str | None = None
+    cache: str | CacheConfig | None = None  # step caching of every pass, over the recipe's own ("off": none)
+
+    def cache_config(self, pass_index: int) -> CacheConfig | None:
+        """The step-caching policy of pass ``pass_index``: the request's if it sets one, else the recipe's."""
+        if self.cache is not None:
+            return check_cache(self.cache, "cache")
+        where = f"recipe.{('first', 'second')[pass_index]}_pass.cache"
+        return check_cache(self.recipe.passes[pass_index].cache, where)
 
     def validate(self) -> None:
         """Every field's type and range; the media are checked against the files later (the preflight)."""
@@ -425,6 +436,7 @@ class GenerationRequest:
                     "denoise_strength is for video-to-video: give input_media too", param="denoise_strength"
                 )
             _real(self.denoise_strength, "denoise_strength", 0.0, 1.0, "a number in (0, 1]", open_low=True)
+        check_cache(self.cache, "cache")
         if not isinstance(self.recipe, Recipe):
             raise RequestError(
                 f"recipe must be a Recipe (e.g. presets.get_preset(name)), got {_got(self.recipe)}", param="recipe"
@@ -496,6 +508,15 @@ def as_request(request: Any) -> GenerationRequest:
         raise RequestError(f"expected a GenerationRequest, got {_got(request)}{hint}", param=None)
     request.validate()
     return request
+
+
+def check_cache(spec: object, param: str) -> CacheConfig | None:
+    """A cache spec parsed (:func:`ltxv.runtime.cache.parse_cache`); a bad one is a :class:`RequestError` naming
+    ``param``."""
+    try:
+        return parse_cache(spec)  # type: ignore[arg-type]
+    except CacheSpecError as e:
+        raise RequestError(f"{param}: {e}", param=param) from None
 
 
 def padded_size(height: int, width: int, num_frames: int) -> tuple[int, int, int]:

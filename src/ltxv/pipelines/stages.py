@@ -313,14 +313,20 @@ def decode(
     num_frames: int,
     progress: ProgressCallback | None = None,
     frames: FrameConsumer | None = None,
+    chunk_frames: int | str | None = "auto",
+    out_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor | None:
-    """Normalised latents (1, C, F', H', W') -> the output video (num_frames, h, w, 3) float32 in [0, 1].
+    """Normalised latents (1, C, F', H', W') -> the output video (num_frames, h, w, 3) float32 in [0, 1], or uint8
+    (``out_dtype``: each frame truncated from its float32 values as ``ltxv.io.video.to_uint8`` does, a quarter of
+    the memory).
 
     The reference's decode noise and tone mapping, then every decoded frame, as it leaves the (streaming) decoder, is
     mapped to [0, 1], resized to ``size`` (bilinear, no antialias: the multi-scale recipe's final resize; a no-op at
     the decoded size) and cropped to ``crop`` = (top, left, h, w); frames past ``num_frames`` are dropped. So the
     decoded video never exists whole next to the output: the result is the only video-sized tensor. With ``frames``
-    the output goes to it block by block instead and None is returned: no video-sized tensor at all."""
+    the output goes to it block by block instead (float32) and None is returned: no video-sized tensor at all.
+    ``chunk_frames``: the decode strategy, see :meth:`VideoVAE.decode` (:func:`ltxv.runtime.fastpath.plan_decode`
+    chooses one)."""
     if latents.shape[0] != 1:
         raise ValueError(f"decode makes one video; got a batch of {latents.shape[0]} latents")
     timestep = None
@@ -329,8 +335,12 @@ def decode(
         latents = decode_noise(latents, scale, streams.aux)
         timestep = torch.tensor([decode_timestep], device=latents.device)
     latents = tone_map(latents, tone_map_ratio)
-    out = _Output(size, crop, num_frames, latents.device, frames, progress)
-    vae.decode(latents.to(vae_dtype(vae)), timestep=timestep, generator=streams.aux, sink=out.sink)
+    if out_dtype not in (torch.float32, torch.uint8):
+        raise ValueError(f"the decoded video is float32 or uint8, not {out_dtype}")
+    out = _Output(size, crop, num_frames, latents.device, frames, progress, out_dtype)
+    vae.decode(
+        latents.to(vae_dtype(vae)), timestep=timestep, generator=streams.aux, sink=out.sink, chunk_frames=chunk_frames
+    )
     return out.video
 
 
@@ -345,10 +355,11 @@ class _Output:
         device: torch.device,
         frames: FrameConsumer | None,
         progress: ProgressCallback | None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.size, self.crop, self.num_frames, self.frames, self.progress = size, crop, num_frames, frames, progress
         _, _, h, w = crop
-        self.video = torch.empty(num_frames, h, w, 3, device=device) if frames is None else None
+        self.video = torch.empty(num_frames, h, w, 3, device=device, dtype=dtype) if frames is None else None
 
     def sink(self, start: int, block: torch.Tensor) -> None:  # block (1, 3, n, H, W) in [-1, 1]
         n = min(block.shape[2], self.num_frames - start)
@@ -360,8 +371,8 @@ class _Output:
         x = x[0, :, :, top : top + h, left : left + w].permute(1, 2, 3, 0)  # (n, h, w, 3)
         if self.video is None:
             self.frames(x)  # type: ignore[misc]
-        else:
-            self.video[start : start + n] = x
+        else:  # uint8: truncated, as ltxv.io.video.to_uint8
+            self.video[start : start + n] = x if self.video.dtype == torch.float32 else x.mul(255).to(torch.uint8)
         if self.progress is not None:
             self.progress(ProgressEvent("decode", start + n, self.num_frames))
 

@@ -135,19 +135,21 @@ def decoder_stages(cfg: VAEConfig, frames: int, height: int, width: int) -> list
     return out
 
 
-def vae_bytes(cfg: VAEConfig, frames: int, height: int, width: int, elem: int, *, streaming: bool) -> int:
+def vae_bytes(
+    cfg: VAEConfig, frames: int, height: int, width: int, elem: int, *, streaming: bool, chunk_frames: int = 1
+) -> int:
     """Working memory of decoding a latent grid ``frames`` x ``height`` x ``width`` (or of encoding the video it
-    decodes to, one shot). Includes the output video."""
+    decodes to, one shot), streamed ``chunk_frames`` latent frames per step or not. Includes the output video."""
     stages = decoder_stages(cfg, frames, height, width)
     _, f, h, w = stages[-1]
     p = cfg.patch_size
     out = cfg.out_channels * f * h * p * w * p * elem
     if not streaming:
         return RESNET_COPIES * max(math.prod(s) for s in stages) * elem + 2 * out
-    # decode_stream's default window (chunk_frames=1): WINDOW_FRAMES output frames. Every layer takes blocks
+    # decode_stream's window: WINDOW_FRAMES output frames per latent frame of a chunk. Every layer takes blocks
     # of about that size (at least one of its frames), and a resnet holds a few such blocks at once; conv_out's block
     # and its unpatchified copy come on top.
-    window = WINDOW_FRAMES * out // f
+    window = int(chunk_frames * WINDOW_FRAMES * out // f)
     block = max(max(window, c * h * w * elem) for c, _, h, w in stages[1:])
     layers = [b.num_layers if b.kind == "res_x" else 1 for b in reversed(cfg.decoder_blocks)]
     carried = sum(STREAM_CARRIED_FRAMES * n * c * h * w * elem for (c, _, h, w), n in zip(stages[1:], layers))
@@ -231,12 +233,20 @@ def output_video_bytes(num_frames: int, height: int, width: int) -> int:
 
 
 def decode_bytes(
-    cfg: VAEConfig, frames: int, height: int, width: int, elem: int, *, streaming: bool, output: int
+    cfg: VAEConfig,
+    frames: int,
+    height: int,
+    width: int,
+    elem: int,
+    *,
+    streaming: bool,
+    output: int,
+    chunk_frames: int = 1,
 ) -> int:
     """Working memory of the pipeline's decode of a latent grid into a result of ``output`` bytes (see the module
-    docstring): a streamed decode holds the result and the decoder's working set without its video; a one-shot one
-    holds the decoded video, its float32 copy and the result."""
-    decoded = vae_bytes(cfg, frames, height, width, elem, streaming=streaming)
+    docstring): a streamed decode (``chunk_frames`` latent frames per step) holds the result and the decoder's
+    working set without its video; a one-shot one holds the decoded video, its float32 copy and the result."""
+    decoded = vae_bytes(cfg, frames, height, width, elem, streaming=streaming, chunk_frames=chunk_frames)
     _, f, h, w = decoder_stages(cfg, frames, height, width)[-1]
     video = cfg.out_channels * f * h * cfg.patch_size * w * cfg.patch_size
     if streaming:

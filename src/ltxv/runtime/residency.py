@@ -16,6 +16,7 @@ weights, and the pinned source is never written, so the asynchronous copy is saf
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from ltxv.pipelines.progress import ProgressEvent
     from ltxv.text.t5 import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,49 @@ class Residency:
                 t.data = host[name]
             else:
                 t.data = host[name].to(device, non_blocking=pin)
+
+
+def release(*models: nn.Module | TextEncoder | None) -> None:
+    """Free models' weights for good (a one-request process, ``Pipeline.generate(release=True)``): every parameter
+    and buffer becomes an empty tensor of its dtype and device; the modules can no longer run. On the CPU the freed
+    memory is handed back to the system (:func:`trim_heap`), or a weight-sized hole would stay in the process."""
+    for model in models:
+        if model is None:
+            continue
+        for _, t in _tensors(_module(model)):
+            t.data = torch.empty(0, dtype=t.dtype, device=t.device)
+    trim_heap()
+
+
+def trimming(callback: Callable[[ProgressEvent], None] | None, every: int = 1) -> Callable[[ProgressEvent], None]:
+    """``callback`` (may be None), and :func:`trim_heap` after every ``every``-th decoded block: the streamed
+    decode's blocks come in a few sizes per layer, and glibc serves the later ones from fresh pages while freed ones
+    sit in the heap (measured on the float32 mid decode: peak RSS 821 -> 790 MB, no slower)."""
+    count = 0
+
+    def wrapped(event: ProgressEvent) -> None:
+        nonlocal count
+        if event.stage == "decode":
+            count += 1
+            if count % every == 0:
+                trim_heap()
+        if callback is not None:
+            callback(event)
+
+    return wrapped
+
+
+def trim_heap() -> None:
+    """glibc's ``malloc_trim(0)``: return the heap's free pages to the system. The weights are tensors of a few MB,
+    which glibc serves from its heap once its mmap threshold has grown past them, and freeing them leaves RSS as it
+    was (measured: 170 MB of freed weights stayed resident). A no-op elsewhere than glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def offloads(mode: str, role: str) -> bool:
