@@ -167,3 +167,60 @@ def test_the_fitted_map_predicts_held_out_decoded_frames_and_is_cached(
     first = cached_latent_rgb(vae, kit.checkpoint, cache)
     monkeypatch.setattr(preview_mod, "fit_latent_rgb", no_fit)
     assert torch.equal(cached_latent_rgb(vae, kit.checkpoint, cache).weight, first.weight)
+
+
+def test_loras_by_name_step_caching_and_windows_from_the_service_equal_ltxv_generate(
+    tmp_path: Path, kit: TinyKit, engine: PipelineEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's LoRA, cache and long-video fields run what ``ltxv generate`` runs with the same flags: the same
+    mp4, byte for byte (a LoRA named from ``--lora-dir``, switched per job in the warm pipeline, and off again)."""
+    from ltxv.lora import linear_shapes
+    from ltxv.model.transformer import Transformer
+    from ltxv.pipelines.loras import LoraRegistry
+    from ltxv.testing.configs import TINY_2B
+    from ltxv.testing.loras import block_targets, random_factors, write_lora
+
+    with torch.device("meta"):
+        shapes = linear_shapes(Transformer(TINY_2B))
+    style = write_lora(tmp_path / "loras" / "style.safetensors", random_factors(shapes, block_targets(shapes), 4))
+    monkeypatch.setattr(engine, "loras", LoraRegistry(style.parent))
+    model = ["--checkpoint", str(kit.checkpoint), "--upsampler", str(kit.upsampler)]
+    model += ["--text-encoder", str(kit.text_encoder), "--dtype", "float32", "--device", "cpu"]
+    base = {"num_frames": 25, "seed": 3}
+    jobs = {  # wire fields -> the same request's flags
+        "lora": ({"loras": [{"name": "style", "scale": 0.8}]}, ["--lora", f"{style}:0.8"]),
+        "plain": ({}, []),
+        "cache": ({"cache": "static:1,2,2"}, ["--cache", "static:1,2,2"]),
+        "windows": ({"temporal_tile_frames": 16, "temporal_overlap_frames": 8}, ["--temporal-tile-frames", "16"]),
+    }
+    jobs["windows"][1].extend(["--temporal-overlap-frames", "8"])
+    served = {}
+    with live_server(tmp_path / "store", token=TOKEN, models=(DEMO_MODEL,), loras=engine.loras) as live:
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key=TOKEN, max_retries=0)
+        with thread_workers(live, 1, engine=engine):
+            for name, (fields, _) in jobs.items():
+                v = client.videos.create_and_poll(
+                    prompt="a kite", size="96x64", extra_body={**base, **fields}, poll_interval_ms=50
+                )
+                assert v.status == "completed", (name, v.error)
+                served[name] = client.videos.download_content(v.id).read()
+        bad = live.client().post("/v1/videos", json={"prompt": "p", "loras": [{"name": "nope"}]})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "loras"
+        assert "unknown LoRA 'nope'; the server offers: style" in bad.json()["error"]["message"]
+    request = ["--prompt", "a kite", "--width", "96", "--height", "64", "--num-frames", "25", "--seed", "3"]
+    for name, (_, flags) in jobs.items():
+        out = tmp_path / f"{name}.mp4"
+        assert cli.main(["generate", *request, *model, *flags, "--out", str(out)]) == 0
+        assert served[name] == out.read_bytes(), name
+    assert len(set(served.values())) == len(served)  # each field changed the video
+
+
+def test_a_server_without_a_lora_folder_refuses_loras_by_name(tmp_path: Path) -> None:
+    with live_server(tmp_path / "store", token=TOKEN) as live:
+        r = live.client().post("/v1/videos", json={"prompt": "p", "loras": [{"name": "style", "scale": 1}]})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "loras"
+        assert "started without --lora-dir" in r.json()["error"]["message"]
+        r = live.client().post("/v1/videos", json={"prompt": "p", "cache": "fbc:-1"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "cache", r.json()
+        r = live.client().post("/v1/videos", json={"prompt": "p", "window_prompts": "a | b"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "window_prompts", r.json()

@@ -154,7 +154,10 @@ def _atomic(path: Path) -> Iterator[Path]:
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
     """Float in [0, 1] -> uint8 by truncation, ``(x * 255).astype(uint8)`` on float32, as the reference writes its
-    outputs (not rounding: a value of 0.999 gives 254)."""
+    outputs (not rounding: a value of 0.999 gives 254). A uint8 video (``generate(video_dtype=torch.uint8)``, truncated
+    the same way) is returned as it is."""
+    if video.dtype == torch.uint8:
+        return video.detach().cpu().numpy()
     return (video.detach().float().cpu().clamp(0, 1).numpy() * 255).astype(np.uint8)
 
 

@@ -250,7 +250,7 @@ class Pipeline:
         if checked.windows is not None:
             from ltxv.pipelines.long_video import generate_long
 
-            return generate_long(self, checked, callback=callback, frames=frames)
+            return generate_long(self, checked, callback=callback, frames=frames, video_dtype=video_dtype)
         strategy = self.decode_plan(request)
         log.info("%s", strategy.describe())
         recipe = request.recipe

@@ -65,9 +65,15 @@ class WindowPass:
 
 
 def generate_long(
-    pipe: Pipeline, checked: Plan, *, callback: ProgressCallback | None, frames: FrameConsumer | None
+    pipe: Pipeline,
+    checked: Plan,
+    *,
+    callback: ProgressCallback | None,
+    frames: FrameConsumer | None,
+    video_dtype: torch.dtype = torch.float32,
 ) -> GenerationResult:
-    """The long video ``checked`` (a :class:`~ltxv.pipelines.preflight.Plan` with windows) on ``pipe``'s models."""
+    """The long video ``checked`` (a :class:`~ltxv.pipelines.preflight.Plan` with windows) on ``pipe``'s models;
+    ``frames`` and ``video_dtype`` as :meth:`Pipeline.generate` takes them."""
     from ltxv.pipelines.generate import GenerationResult
 
     request, windows, vae, use = checked.request, checked.windows, pipe.models.vae, pipe.residency.use
@@ -84,7 +90,9 @@ def generate_long(
     s, last = pipe.models.vae.spatial_compression, checked.passes[-1]
     shape = (1, pipe.models.transformer.cfg.in_channels, windows[-1][1], last.height // s, last.width // s)
     streams, out = Streams.from_seed(request.seed, pipe.device), output_settings(request, height, width)
-    decoder = StreamingDecode(vae, shape, **out, streams=streams, device=pipe.device, progress=callback, frames=frames)
+    decoder = StreamingDecode(
+        vae, shape, **out, streams=streams, device=pipe.device, progress=callback, frames=frames, dtype=video_dtype
+    )
     latents, used = None, []
     for i, p in enumerate(checked.passes):
         image = None

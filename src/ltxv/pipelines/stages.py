@@ -398,6 +398,7 @@ class StreamingDecode:
         device: torch.device,
         progress: ProgressCallback | None = None,
         frames: FrameConsumer | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         if not can_stream(vae.decoder):
             raise RequestError("long video needs a VAE decoder that streams (this one has GroupNorm)")
@@ -407,7 +408,7 @@ class StreamingDecode:
             self.scale = decode_timestep if decode_noise_scale is None else decode_noise_scale
             self.noise = draw_decode_noise(torch.zeros((), device=device).expand(shape), streams.aux)
             timestep = torch.tensor([decode_timestep], dtype=torch.float32, device=device)
-        self.output = _Output(size, crop, num_frames, device, frames, progress)
+        self.output = _Output(size, crop, num_frames, device, frames, progress, dtype)
         t = vae.decoder.scaled_timestep(timestep)
         dtype = vae_dtype(vae)
         self.stream = DecodeStream(vae.decoder, shape, t, streams.aux, self.output.sink, dtype=dtype, device=device)

@@ -55,5 +55,6 @@ def request_check(models: dict[str, Any], max_memory: int | None) -> Check:
         residency=models["residency"],
         quantize=models.get("quantize"),
         max_memory=max_memory,
+        hybrid=list(models.get("hybrid") or ()),
     )
     return pf.check

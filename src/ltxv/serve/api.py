@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import shutil
 import sqlite3
 import threading
@@ -33,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from ltxv.errors import LtxvError
+from ltxv.pipelines.loras import LoraRegistry
 from ltxv.pipelines.presets import PRESETS
 from ltxv.pipelines.request import GenerationRequest, Recipe
 from ltxv.serve.admission import Check, check_request
@@ -67,6 +69,7 @@ class ServiceConfig:
     sweep_grace_s: float = 3600.0
     poll_ms: tuple[int, int] = (1000, 500)  # openai-poll-after-ms while queued, while running
     suggested: dict[str, Any] = field(default_factory=dict)  # the page's starting size/frames for the model
+    loras: LoraRegistry | None = None  # the LoRAs a request may name (``--lora-dir``)
 
 
 class ApiError(Exception):
@@ -212,6 +215,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
                 limits=config.limits,
                 default_seed=config.default_seed,
                 form=form,
+                loras=config.loras,
             )
             folder = layout.job_inputs(job_id)
             names, digests = {}, {}
@@ -222,7 +226,7 @@ def create_app(store: SqliteJobStore, layout: StoreDir, config: ServiceConfig) -
                 c["file"] = names[c["file"]]
             if spec["input_media"] is not None:
                 spec["input_media"] = names["input_media"]
-            request = to_request(spec, folder, config.default_recipe)
+            request = to_request(spec, folder, config.default_recipe, config.loras)
             config.check(request)
         except UnsupportedMedia as e:
             raise ApiError(415, str(e), param=e.param, code="unsupported_media_type") from None
@@ -424,6 +428,9 @@ async def _read_body(request: Request, limits: Limits) -> tuple[dict[str, Any], 
         fields: dict[str, Any] = {}
         files: dict[str, UploadFile] = {}
         for name, value in form.multi_items():
+            if isinstance(value, str) and (nested := _NESTED.fullmatch(name)):
+                _unflatten(fields, nested.group(1), nested.group(2), value)
+                continue
             if name in fields or name in files:
                 raise ApiError(400, f"the field {name!r} is given twice", param=name, code="invalid_value")
             if isinstance(value, UploadFile):
@@ -451,6 +458,24 @@ async def _read_body(request: Request, limits: Limits) -> tuple[dict[str, Any], 
             raise ApiError(400, message, param=media[0], code="invalid_value")
         return body, {}, False
     raise ApiError(415, "send multipart/form-data or application/json", code="unsupported_media_type")
+
+
+# How the openai SDK sends a list in a multipart form: "window_prompts[]" once per string, "loras[][name]" and
+# "loras[][scale]" once per object.
+_NESTED = re.compile(r"([A-Za-z_]{1,32})\[\](?:\[([A-Za-z_]{1,32})\])?")
+
+
+def _unflatten(fields: dict[str, Any], name: str, key: str | None, value: str) -> None:
+    """Rebuild a list field from its flattened form parts; a key seen again starts the list's next object."""
+    items = fields.setdefault(name, [])
+    if not isinstance(items, list):
+        raise ApiError(400, f"the field {name!r} is given twice", param=name, code="invalid_value")
+    if key is None:
+        items.append(value)
+    elif items and isinstance(items[-1], dict) and key not in items[-1]:
+        items[-1][key] = value
+    else:
+        items.append({key: value})
 
 
 def _digest(path: Path) -> str:

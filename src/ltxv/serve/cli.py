@@ -67,6 +67,9 @@ def add_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentPar
     for p in (s, w):
         p.add_argument("--store", default="ltxv-store", required=p is w, help="the job store folder")
         p.add_argument("--lease-s", type=float, default=30.0, help="a dead worker's job is retried after this")
+        p.add_argument(
+            "--lora-dir", metavar="DIR", help="LoRAs jobs may name (loras: [{name, scale}]): NAME.safetensors"
+        )
     s.set_defaults(run=cmd_serve)
     w.set_defaults(run=cmd_worker)
     return s, w
@@ -111,7 +114,7 @@ def _models(a: argparse.Namespace, store: Path) -> tuple[dict[str, Any], str, An
         recipe, **{k: getattr(a, k) for k in ("checkpoint", "upsampler", "text_encoder", "dtype", "device")}
     )
     args["residency"] = a.residency or "resident"
-    args |= {"quantize": a.quantize, "compile": a.compile}
+    args |= {"quantize": a.quantize, "compile": a.compile, "hybrid": tuple(a.hybrid or ())}
     model_id = model_id or Path(str(args["checkpoint"])).name.removesuffix(".safetensors")
     return args, model_id, recipe, name if name in PRESETS else None
 
@@ -124,7 +127,13 @@ def cmd_worker(a: argparse.Namespace) -> None:
 
     layout = StoreDir(a.store)
     args, model_id, recipe, _ = _models(a, layout.root)
-    engine = load_engine(args, names=(model_id,), default_recipe=recipe, preview_cache=layout.root / "preview-maps")
+    engine = load_engine(
+        args,
+        names=(model_id,),
+        default_recipe=recipe,
+        preview_cache=layout.root / "preview-maps",
+        lora_dir=a.lora_dir,
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -139,13 +148,17 @@ def worker_argv(a: argparse.Namespace) -> list[str]:
         if k in _SERVE_ONLY or k in _NOT_FLAGS or v is None or v is False:
             continue
         flag = "--" + k.replace("_", "-")
-        out += [flag] if v is True else [flag, *map(str, v)] if isinstance(v, list) else [flag, str(v)]
+        if v is True:
+            out.append(flag)
+        else:  # a repeatable flag (--hybrid) once per value
+            out += [x for item in (v if isinstance(v, list) else [v]) for x in (flag, str(item))]
     return out
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
     import uvicorn
 
+    from ltxv.pipelines.loras import LoraRegistry
     from ltxv.serve.admission import parse_bytes, request_check
     from ltxv.serve.api import ServiceConfig, create_app
     from ltxv.serve.files import StoreDir
@@ -179,6 +192,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
             offline=offline,
             shared_root=str(layout.root) if a.shared_outputs else None,
             ranks=a.parallel,
+            lora_dir=a.lora_dir,
         )
         store, supervisor = ray_service(a.ray, layout, spec, a.workers, device=args.get("device"))
     try:
@@ -201,6 +215,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
         check=request_check(args, a.max_memory),
         sweep_grace_s=a.sweep_grace_s,
         suggested={"size": "96x64", "num_frames": 17} if small else {"size": "704x480", "num_frames": 97},
+        loras=None if a.lora_dir is None else LoraRegistry(a.lora_dir),
     )
     app = create_app(store, layout, config)  # type: ignore[arg-type]
 

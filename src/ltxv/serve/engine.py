@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ltxv.pipelines.generate import Pipeline
+from ltxv.pipelines.loras import LoraRegistry
 from ltxv.pipelines.progress import ProgressEvent
 from ltxv.pipelines.request import GenerationRequest, Recipe, padded_size
 from ltxv.serve.preview import LatentRGB, cached_latent_rgb
@@ -26,9 +27,15 @@ log = logging.getLogger(__name__)
 
 class PipelineEngine:
     def __init__(
-        self, pipe: Pipeline, models: tuple[str, ...], default_recipe: Recipe, preview: LatentRGB | None = None
+        self,
+        pipe: Pipeline,
+        models: tuple[str, ...],
+        default_recipe: Recipe,
+        preview: LatentRGB | None = None,
+        loras: LoraRegistry | None = None,
     ) -> None:
         self.pipe, self.models, self.default_recipe, self.preview_map = pipe, models, default_recipe, preview
+        self.loras = loras  # the LoRAs a job may name; the pipeline switches its set per job (Pipeline.set_loras)
 
     def plan(self, request: GenerationRequest) -> list[tuple[int, float]]:
         """Steps per pass, each step weighted by its tokens (the cost of a transformer call grows with them)."""
@@ -47,7 +54,8 @@ class PipelineEngine:
             elif e.stage in ("upsample", "decode"):
                 on_step(Step(e.pass_index, e.num_passes, e.done - 1, e.total, 0.0, stage=e.stage))
 
-        return self.pipe.generate(request, callback=callback).video
+        # uint8 frames, what the mp4 stores: a quarter of the float32 video's memory
+        return self.pipe.generate(request, callback=callback, video_dtype=torch.uint8).video
 
     def preview(self, latents: torch.Tensor | None) -> np.ndarray | None:
         if latents is None or self.preview_map is None:
@@ -62,9 +70,10 @@ def load_engine(
     default_recipe: Recipe,
     preview_cache: Path | None,
     fit_clips: int = 8,
+    lora_dir: str | Path | None = None,
 ) -> PipelineEngine:
     """Load the pipeline (``load_pipeline``'s arguments in ``models``) and its preview map (fitted once per model,
-    cached in ``preview_cache``; no previews when it is None)."""
+    cached in ``preview_cache``; no previews when it is None). ``lora_dir``: the folder of LoRAs jobs may name."""
     from ltxv.pipelines.generate import load_pipeline
 
     pipe = load_pipeline(**models)
@@ -72,4 +81,5 @@ def load_engine(
     if preview_cache is not None:
         with pipe.residency.use(vae=pipe.models.vae):
             preview = cached_latent_rgb(pipe.models.vae, models["checkpoint"], preview_cache, clips=fit_clips)
-    return PipelineEngine(pipe, names, default_recipe, preview)
+    loras = None if lora_dir is None else LoraRegistry(lora_dir)
+    return PipelineEngine(pipe, names, default_recipe, preview, loras)

@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ltxv.pipelines.loras import LoraRegistry
 from ltxv.pipelines.presets import PRESETS
-from ltxv.pipelines.request import ConditioningMedia, GenerationRequest, Recipe, RequestError
+from ltxv.pipelines.request import ConditioningMedia, GenerationRequest, Lora, Recipe, RequestError
 
 MEDIA_FIELDS = ("input_reference", "input_media")  # file parts with a fixed meaning; `conditioning` names others
 # The recipe settings a request may change: the first pass's step count, every pass's guidance scalars.
@@ -38,6 +39,11 @@ FIELDS = (
     "media_preprocess",
     "conditioning",
     *STEP_FIELDS,
+    *(LONG_FIELDS := ("temporal_tile_frames", "temporal_overlap_frames", "overlap_strength", "adain_factor")),
+    "window_prompts",
+    "loras",
+    "cache",
+    "transformer_schedule",
 )
 _PART = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 MAX_SEED = 2**63 - 1
@@ -148,6 +154,37 @@ def _conditioning(v: Any, limits: Limits, form: bool) -> list[dict[str, Any]]:
     return out
 
 
+def _json(name: str, v: Any, form: bool) -> Any:
+    """A structured field: JSON text in a form (as ``conditioning``), a JSON value in a JSON body."""
+    if form and isinstance(v, str):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            raise FieldError(name, f"{name} must be JSON, got {v[:80]!r}") from None
+    return v
+
+
+def _loras(v: Any, registry: LoraRegistry | None, form: bool) -> list[dict[str, Any]]:
+    """``[{"name", "scale"}]`` (scale defaults to 1) of LoRAs the server offers (``--lora-dir``)."""
+    v = _json("loras", v, form)
+    if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+        raise FieldError("loras", 'loras must be a list of {"name": ..., "scale": ...} objects')
+    if v and registry is None:
+        raise FieldError("loras", "this server offers no LoRAs (it was started without --lora-dir)")
+    out = []
+    for i, item in enumerate(v):
+        if extra := sorted(set(item) - {"name", "scale"}):
+            raise FieldError("loras", f"loras[{i}] has an unknown key {extra[0]!r}; give name and scale")
+        registry.resolve(item.get("name"), "loras")  # type: ignore[union-attr]
+        out.append(
+            {
+                "name": item["name"],
+                "scale": _parse_float(f"loras[{i}].scale", item.get("scale", 1.0), -10.0, 10.0, form=form),
+            }
+        )
+    return out
+
+
 def frames_for_seconds(seconds: float, fps: float) -> int:
     """The 8n+1 frame count nearest to ``seconds`` at ``fps``."""
     return max(1, math.floor((seconds * fps - 1) / 8 + 0.5) * 8 + 1)
@@ -161,10 +198,12 @@ def parse_fields(
     limits: Limits,
     default_seed: int,
     form: bool = True,
+    loras: LoraRegistry | None = None,
 ) -> dict[str, Any]:
     """Form fields (and the names of the file parts sent) -> the job spec; :class:`FieldError` names the problem.
     ``form``: the values are form strings ("7", "true"); else JSON values, typed strictly (7, true).
-    File parts are named in the spec by their part name; the caller stores them and fills in the file names."""
+    File parts are named in the spec by their part name; the caller stores them and fills in the file names.
+    ``loras``: the LoRAs this server offers by name (``--lora-dir``); None: a request may name none."""
 
     def _int(name: str, v: Any, lo: int, hi: int) -> int:
         return _parse_int(name, v, lo, hi, form)
@@ -237,6 +276,26 @@ def parse_fields(
     spec["input_media"] = "input_media" if "input_media" in files else None
     ds = fields.get("denoise_strength")
     spec["denoise_strength"] = None if ds is None else _float("denoise_strength", ds, -math.inf, math.inf)
+    # Long video (the request's own checks range them), LoRAs by name, step caching, the transformer schedule.
+    long = {k: fields[k] for k in LONG_FIELDS if k in fields}
+    for k in ("temporal_tile_frames", "temporal_overlap_frames"):
+        if k in long:
+            long[k] = _int(k, long[k], 0, 10**6)
+    for k in ("overlap_strength", "adain_factor"):
+        if k in long:
+            long[k] = _float(k, long[k], -math.inf, math.inf)
+    if "window_prompts" in fields:
+        wp = _json("window_prompts", fields["window_prompts"], form)
+        if not isinstance(wp, list) or not all(isinstance(x, str) for x in wp):
+            raise FieldError("window_prompts", "window_prompts must be a list of strings, one per window")
+        long["window_prompts"] = [_text("window_prompts", x, limits.max_prompt_chars, required=True) for x in wp]
+    spec["long"] = long
+    spec["loras"] = _loras(fields["loras"], loras, form) if "loras" in fields else []
+    for k in ("cache", "transformer_schedule"):
+        v = fields.get(k)
+        if v is not None and not isinstance(v, str):
+            raise FieldError(k, f"{k} must be a string, got {type(v).__name__}")
+        spec[k] = v
     return spec
 
 
@@ -257,8 +316,11 @@ def recipe_for(spec: dict[str, Any], default: Recipe) -> Recipe:
     return replace(recipe, first_pass=first, second_pass=second)
 
 
-def to_request(spec: dict[str, Any], inputs: Path, default: Recipe) -> GenerationRequest:
-    """The :class:`GenerationRequest` of a job spec; uploaded media are files in ``inputs`` named by the spec."""
+def to_request(
+    spec: dict[str, Any], inputs: Path, default: Recipe, loras: LoraRegistry | None = None
+) -> GenerationRequest:
+    """The :class:`GenerationRequest` of a job spec; uploaded media are files in ``inputs`` named by the spec, LoRAs
+    are names in ``loras`` (a spec naming LoRAs needs it)."""
 
     def media(name: str) -> str:
         return str(inputs / name)
@@ -278,8 +340,20 @@ def to_request(spec: dict[str, Any], inputs: Path, default: Recipe) -> Generatio
         denoise_strength=spec["denoise_strength"],
         image_cond_noise_scale=spec["image_cond_noise_scale"],
         media_preprocess=spec["media_preprocess"],
-        recipe=recipe_for(spec, default),
+        recipe=_with_loras(recipe_for(spec, default), spec.get("loras") or [], loras),
+        cache=spec.get("cache"),
+        transformer_schedule=spec.get("transformer_schedule"),
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in (spec.get("long") or {}).items()},
     )
+
+
+def _with_loras(recipe: Recipe, chosen: list[dict[str, Any]], registry: LoraRegistry | None) -> Recipe:
+    """The job's LoRAs as every pass's set (none named: the recipe's, or the pipeline's own)."""
+    if not chosen:
+        return recipe
+    if registry is None:
+        raise FieldError("loras", "this worker offers no LoRAs (start it with --lora-dir, as the service)")
+    return recipe.with_loras([Lora(str(registry.resolve(x["name"])), x["scale"]) for x in chosen])
 
 
 # Request fields -> the wire fields that set them.

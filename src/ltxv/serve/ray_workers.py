@@ -49,6 +49,7 @@ class ActorSpec:
     shared_root: str | None = None  # the store folder, when every node mounts it at this path
     threads: int | None = None  # torch threads (CPU actors)
     ranks: int = 1  # devices (actors) per worker: each job runs on all of them, its tokens split
+    lora_dir: str | None = None  # the LoRAs jobs may name, a folder at this path on every node
 
 
 class RayWorker(Worker):
@@ -223,7 +224,13 @@ def _make_worker(store: RayJobStore, spec: ActorSpec, scratch: Path, group: Any 
     load = _load_args(spec)
     if group is not None:
         load["group"] = group
-    engine = load_engine(load, names=spec.names, default_recipe=spec.recipe, preview_cache=scratch / "preview-maps")
+    engine = load_engine(
+        load,
+        names=spec.names,
+        default_recipe=spec.recipe,
+        preview_cache=scratch / "preview-maps",
+        lora_dir=spec.lora_dir,
+    )
     if group is not None:
         from ltxv.serve.ray_gang import GangPipeline
 

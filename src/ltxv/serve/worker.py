@@ -186,7 +186,8 @@ class Worker:
         job = claim.job
         log.info("job %s attempt %d: started", job.id, claim.attempt)
         try:
-            request = to_request(job.request, self.layout.job_inputs(job.id), self.engine.default_recipe)
+            loras = getattr(self.engine, "loras", None)  # the LoRAs this worker offers by name (--lora-dir)
+            request = to_request(job.request, self.layout.job_inputs(job.id), self.engine.default_recipe, loras)
             check_request(request)
         except LtxvError as e:
             return self.store.fail(claim, _error("invalid_request", str(e), param_of(e)))
