@@ -145,6 +145,10 @@ def _parts_cached(pipe: Pipeline, seen: list[float]) -> Pipeline:
 
 def _videos(pipe: Pipeline) -> dict[str, torch.Tensor]:
     out = {name: pipe.generate(r).video for name, r in _requests().items()}
+    for spec in ("static:1,3,2", "fbc:0.05"):  # the pipeline's own step cache: inside the split call in a split run
+        result = pipe.generate(replace(_requests()["t2v_cfg_stg"], cache=spec))
+        out[spec] = result.video
+        out[f"{spec} reused"] = torch.tensor([list(r.reused) for p in result.cache.passes for r in p.steps])
     seen: list[float] = []
     out["cached_inside"] = _parts_cached(pipe, seen).generate(_requests()["t2v_cfg_stg"]).video
     out["cache_statistics"] = torch.tensor(seen, dtype=torch.float64)
@@ -202,6 +206,17 @@ def test_two_ranks_give_the_single_process_video(ranks, single, name: str) -> No
         assert got.shape == single[name].shape
         assert (got - single[name]).abs().max() <= TOL
     assert torch.equal(ranks[0]["videos"][name], ranks[1]["videos"][name])  # type: ignore[index]
+
+
+def test_the_pipelines_step_cache_runs_inside_the_split_call(ranks, single) -> None:
+    """``cache=`` on a split pipeline: a fixed schedule gives the single-process video; fbc's indicator is summed over
+    the ranks, so both ranks reuse the same steps (their videos are equal)."""
+    assert single["static:1,3,2 reused"].any() and not single["static:1,3,2 reused"].all()
+    for r in ranks:
+        assert (r["videos"]["static:1,3,2"] - single["static:1,3,2"]).abs().max() <= TOL  # type: ignore[index]
+        assert torch.equal(r["videos"]["static:1,3,2 reused"], single["static:1,3,2 reused"])  # type: ignore[index]
+    for key in ("fbc:0.05", "fbc:0.05 reused"):
+        assert torch.equal(ranks[0]["videos"][key], ranks[1]["videos"][key])  # type: ignore[index]
 
 
 def test_a_cache_inside_decides_on_whole_sequence_statistics(ranks, single) -> None:

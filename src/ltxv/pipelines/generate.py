@@ -161,22 +161,24 @@ class Pipeline:
     def transformer_call(self, request: GenerationRequest, pass_index: int) -> CallTransformer | None:
         """How the denoiser of a pass evaluates the transformer (None: a plain call). Made anew for every pass, so
         a wrapper with state (step caching, :class:`ltxv.runtime.cache.StepCache`) starts clean in each. A split run
-        (a process group) calls through :class:`ltxv.parallel.sequence.SequenceParallel`; a step cache wraps that
-        and sums its indicator over the ranks, so every rank reuses the same steps."""
-        split = None
-        if self.group is not None:
-            from ltxv.parallel.sequence import SequenceParallel
-
-            split = SequenceParallel(self.group)
+        (a process group) calls through :class:`ltxv.parallel.sequence.SequenceParallel`, with the step cache inside
+        it: the cache runs on this rank's tokens (the blocks it runs are split too) and its indicator is summed over
+        the ranks, so every rank reuses the same steps."""
         config = request.cache_config(pass_index)
-        if config is None:
-            return split
-        h, w = self.pass_sizes(request)[pass_index]
-        from_source = pass_index == 0 and request.input_media is not None
-        steps = len(self.pass_timesteps(request, pass_index, h, w, from_source))
-        if split is None:
-            return StepCache(config, steps, pass_index=pass_index)
-        return StepCache(config, steps, pass_index=pass_index, inner=split, reduce=split.reduce_sum)
+        cache = None
+        if config is not None:
+            h, w = self.pass_sizes(request)[pass_index]
+            from_source = pass_index == 0 and request.input_media is not None
+            steps = len(self.pass_timesteps(request, pass_index, h, w, from_source))
+            cache = StepCache(config, steps, pass_index=pass_index)
+        if self.group is None:
+            return cache
+        from ltxv.parallel.sequence import SequenceParallel
+
+        split = SequenceParallel(self.group, inner=cache)
+        if cache is not None:
+            cache.reduce = split.reduce_sum
+        return split
 
     def scheduler_config(self, sampler: str) -> SchedulerConfig:
         return preflight.scheduler_config(self.models.config, sampler)
