@@ -76,7 +76,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
         }
         pipe = models.load(checked)
         for name, request in (("t2v", t2v), ("i2v", i2v)):
-            render(pipe, request, out_dir / f"{name}.mp4", plans[name])
+            render(pipe, request, out_dir / f"{name}.mp4", plans[name], release=name == "i2v")  # frees after the last
 
 
 def _gradient(h: int, w: int) -> Any:

@@ -115,10 +115,12 @@ def progress(plan: Plan | None = None) -> ProgressCallback:
     return update
 
 
-def render(pipe: Pipeline, request: GenerationRequest, out: Path, plan: Plan | None = None) -> None:
+def render(
+    pipe: Pipeline, request: GenerationRequest, out: Path, plan: Plan | None = None, *, release: bool = True
+) -> None:
     """Generate into ``out``; an mp4 is written block by block as the decoder produces the frames (the memory
     estimate is logged first, the compile time later). In a split run only rank 0 writes. One request per process:
-    each model's weights are freed after its last stage (``release``)."""
+    each model's weights are freed after its last stage (``release``; False where the pipeline runs again)."""
     import json
 
     import torch
@@ -127,14 +129,14 @@ def render(pipe: Pipeline, request: GenerationRequest, out: Path, plan: Plan | N
     from ltxv.parallel.launch import rank
 
     if rank() != 0:  # the other ranks of a split run compute their share of every step; rank 0 writes
-        pipe.generate(request, release=True)
+        pipe.generate(request, release=release)
         return
     if out.suffix.lower() == ".mp4":
         with Mp4Writer(out, request.frame_rate) as writer:
-            pipe.generate(request, callback=progress(plan), frames=writer.write, release=True)
+            pipe.generate(request, callback=progress(plan), frames=writer.write, release=release)
     else:  # a png is decoded straight to uint8 (truncated as save_output would), a .safetensors keeps float32
         video_dtype = torch.float32 if out.suffix.lower() == ".safetensors" else torch.uint8
-        result = pipe.generate(request, callback=progress(plan), release=True, video_dtype=video_dtype)
+        result = pipe.generate(request, callback=progress(plan), release=release, video_dtype=video_dtype)
         meta = {"step_models": json.dumps(result.step_models)}  # which transformer ran each step of each pass
         save_output(out, result.video, result.latents, fps=request.frame_rate, metadata=meta)  # type: ignore[arg-type]
     print(f"wrote {out}")
