@@ -5,8 +5,9 @@ The decode can run in one shot (fastest where the convolution kernels like long 
 layer's whole activation) or streamed a few latent frames at a time (:mod:`ltxv.model.vae_stream`: the same output,
 a fraction of the memory). Which is faster depends on the machine: measured on the mid-sized benchmark VAE at
 384x640x49 (:data:`STREAM_SLOWDOWN`), the streamed fp32 decode takes 2.9x the one-shot decode's time on an Intel Xeon
-with AMX, while in bf16 it is the faster one (0.7x), and on an AMD EPYC (AVX512-BF16, no AMX) both dtypes stream at
-about the one-shot speed. So :func:`plan_decode` streams when the one-shot decode would not fit in the memory it may
+with AMX, while in bf16 it is the faster one (0.7x) (both measured before the streaming window shrank to one output
+frame per latent frame); on an AMD EPYC (AVX512-BF16, no AMX) the streamed decode takes 4.0x (fp32) and 7.8x (bf16)
+the one-shot time. So :func:`plan_decode` streams when the one-shot decode would not fit in the memory it may
 use, or when streaming costs no time here; it decodes in one shot when that fits and is measurably faster; and when
 streaming is slower but one shot does not fit, it streams in the largest chunks that fit.
 
@@ -33,8 +34,9 @@ log = logging.getLogger(__name__)
 STREAM_SLOWDOWN: dict[tuple[str, str], float] = {
     ("cpu-amx", "float32"): 2.9,  # Intel Xeon (AMX-BF16): 4.0 s streamed vs 1.4 s one shot (issue 12)
     ("cpu-amx", "bfloat16"): 0.7,  # 0.5 s vs 0.7 s
-    ("cpu-avx512bf16", "float32"): 1.0,  # AMD EPYC (AVX512-BF16, no AMX): PLACEHOLDER
-    ("cpu-avx512bf16", "bfloat16"): 1.0,  # PLACEHOLDER
+    # AMD EPYC (AVX512-BF16, no AMX), 2 threads, under load: 65 s streamed vs 16 s one shot; bf16 84 s vs 11 s
+    ("cpu-avx512bf16", "float32"): 4.0,
+    ("cpu-avx512bf16", "bfloat16"): 7.8,
     ("cuda", "float32"): 1.5,
     ("cuda", "bfloat16"): 1.5,
 }
