@@ -30,6 +30,17 @@ def test_one_shot_where_streaming_is_slow_and_it_fits(monkeypatch) -> None:
     assert plan.chunk_frames is None and plan.working == 1000
 
 
+def test_a_large_one_shot_decode_streams_on_a_cpu(monkeypatch) -> None:
+    """Above LARGE_ONE_SHOT the one-shot decode is memory-bound on a CPU (measured slower than streaming at
+    704x480x97), whatever the table's ratio for moderate sizes; a GPU keeps the table's choice."""
+    monkeypatch.setattr(fastpath, "stream_slowdown", lambda device, dtype: 4.0)
+    big = {k: v * 2**21 for k, v in COST.items()}  # one shot: about 2 GiB
+    monkeypatch.setattr(fastpath, "LARGE_ONE_SHOT", 2**30)
+    assert plan_decode(big, device="cpu", dtype=torch.float32, room=None).chunk_frames == 1
+    assert plan_decode(big, device="cuda", dtype=torch.float32, room=None).chunk_frames is None
+    assert plan_decode(COST, device="cpu", dtype=torch.float32, room=None).chunk_frames is None  # small: one shot
+
+
 def test_largest_chunk_that_fits_where_streaming_is_slow(monkeypatch) -> None:
     assert _plan(monkeypatch, 2.9, 400).chunk_frames == 2
     assert _plan(monkeypatch, 2.9, 100).chunk_frames == 1  # nothing fits: the least memory

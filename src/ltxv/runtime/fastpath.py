@@ -40,6 +40,11 @@ STREAM_SLOWDOWN: dict[tuple[str, str], float] = {
     ("cuda", "float32"): 1.5,
     ("cuda", "bfloat16"): 1.5,
 }
+# The table's ratios hold for decodes of moderate size. A one-shot decode whose working memory is larger than this is
+# memory-bound on a CPU, and streaming is faster: the real-size 0.9.5 decoder at 704x480x97 in float32 streamed in
+# 0.79x the one-shot time (362 s vs 456 s, 5.9 GiB of one-shot working memory), where at 352x256x49 (0.9 GiB) one
+# shot was 3.7x faster (AMD EPYC, benchmarks/vae_decode.py). On a CPU such a decode streams whatever the table says.
+LARGE_ONE_SHOT = 3 * 2**30
 SLOWER = 1.1  # a streamed decode this much slower than one shot is worth the memory of the one-shot decode
 CHUNKS = (1, 2, 4, 8)  # latent frames per streaming step to choose from
 MEMORY_MARGIN = 0.9  # of the memory a machine reports free: leave room for the allocator and everything else
@@ -99,6 +104,8 @@ def plan_decode(
     if slowdown is None:
         _warn_unknown(str(torch.device(device)), str(dtype))
         return DecodePlan(smallest, cost[smallest], "streaming speed unknown on this machine")
+    if slowdown > SLOWER and torch.device(device).type == "cpu" and cost[None] > LARGE_ONE_SHOT:
+        return DecodePlan(smallest, cost[smallest], "a one-shot decode this large is memory-bound: streaming is faster")
     if slowdown > SLOWER:
         return DecodePlan(None, cost[None], f"streaming is {slowdown:.1f}x slower here and one shot fits")
     return DecodePlan(smallest, cost[smallest], "streaming is as fast here")
