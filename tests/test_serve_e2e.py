@@ -128,9 +128,9 @@ def test_the_preview_estimate_is_x0_of_the_conditional_branch(
     decodes = stages.count("decode")
     assert decodes >= 1 and stages == ["denoise"] * 7 + ["upsample"] + ["denoise"] * 3 + ["decode"] * decodes
     assert all(s.passes == 2 for s, _ in seen) and seen[0][1].shape == (1, 16, 3, 1, 1)
-    result = engine.pipe.generate(request)
+    result = engine.pipe.generate(request, video_dtype=torch.uint8)  # the engine asks for the frames an mp4 stores
     torch.testing.assert_close(seen[-1][1], result.latents, rtol=0, atol=1e-5)
-    assert torch.equal(video, result.video)  # reading the events changes nothing
+    assert video.dtype == torch.uint8 and torch.equal(video, result.video)  # reading the events changes nothing
     rgb = engine.preview(seen[-1][1])
     _, _, f, h, w = result.latents.shape
     assert rgb.shape == (f, h, w, 3) and rgb.dtype == np.uint8
