@@ -1,0 +1,216 @@
+"""Train the ``ltxv-demo`` model from a seed and write it where the package ships it.
+
+    python training/train_demo.py                 # all stages; about an hour on two quiet cores
+    python training/train_demo.py --out /tmp/demo --vae-steps 200 --dit-steps 200 --up-steps 100   # a smoke run
+
+Stages, in order (each one's result is kept in ``--work``, so an interrupted run resumes after the last finished
+stage): the tiny T5 and its tokenizer (frozen, random), the VAE, the latents and captions of a fixed set of clips, the
+transformer, the latent upsampler. Then the single-file checkpoint (bf16, like the released ones), the upsampler file
+(fp32, like the released ones) and ``training.json`` (settings, loss curves, time per stage) go to ``--out``.
+
+Deterministic for a seed and a thread count on one machine (fixed threads; every random draw from seeded
+generators). OpenMP threads wait passively: on a shared machine spinning threads cost many times their work.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
+
+import argparse
+import json
+import logging
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import demo_model as dm
+from scene_data import FRAMES, SIZE, balanced_scenes, clip
+from train_dit import train_transformer
+from train_upsampler import train_upsampler
+from train_vae import train_vae
+
+from ltxv.model.transformer import Transformer
+from ltxv.model.upsampler import LatentUpsampler
+from ltxv.model.vae import VideoVAE
+from ltxv.pipelines.request import DEFAULT_NEGATIVE_PROMPT
+from ltxv.testing.scenes import CAPTION_WORDS, COLOURS, MOTIONS, MOVING_CAPTIONS, SHAPES, caption
+from ltxv.testing.text import write_tiny_text_encoder
+from ltxv.text.t5 import TextEncoder
+
+log = logging.getLogger("train")
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "ltxv" / "assets" / "ltxv-demo"
+UNCOND_PROMPTS = ("", DEFAULT_NEGATIVE_PROMPT)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+class Stage:
+    """Times a stage (wall and process CPU seconds) into ``record``."""
+
+    def __init__(self, name: str, record: dict) -> None:
+        self.name, self.record = name, record
+
+    def __enter__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        log.info("stage %s", self.name)
+
+    def __exit__(self, *exc: object) -> None:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        self.record[self.name] = {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+        log.info("stage %s done: %.0f s wall, %.0f s CPU", self.name, wall, cpu)
+
+
+@torch.inference_mode()
+def encode_clips(vae: VideoVAE, scenes: list, size: int, batch: int = 8) -> torch.Tensor:
+    """Raw posterior means (N, C, F', h, w) of the scenes rendered at ``size``."""
+    out = []
+    for i in range(0, len(scenes), batch):
+        x = torch.stack([clip(s, size) for s in scenes[i : i + batch]])
+        mean, _ = vae.encoder(x)
+        out.append(mean)
+    return torch.cat(out)
+
+
+def prompt_table(text_encoder: TextEncoder) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Every caption (each (shape, colour, motion) x paraphrase) and the unconditional prompts, encoded once."""
+    prompts = [
+        caption(c, s, m, v) for s in SHAPES for c in COLOURS for m in MOTIONS for v in range(len(MOVING_CAPTIONS))
+    ]
+    prompts += list(UNCOND_PROMPTS)
+    emb, mask = text_encoder.encode(prompts, max_tokens=64)
+    keep = int(mask.sum(dim=1).max())
+    return prompts, emb[:, :keep].float(), mask[:, :keep]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--work", type=Path, default=Path("ltxv-demo-train"), help="stage results (resume from here)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--vae-steps", type=int, default=4000)
+    p.add_argument("--clips", type=int, default=3000, help="clips encoded for the transformer and upsampler")
+    p.add_argument("--dit-steps", type=int, default=4000)
+    p.add_argument("--up-steps", type=int, default=3000)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    a.out.mkdir(parents=True, exist_ok=True)
+    a.work.mkdir(parents=True, exist_ok=True)
+    record: dict = {
+        "command": "python training/train_demo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "seed": a.seed,
+        "threads": a.threads,
+        "cpu": _cpu_model(),
+        "torch": torch.__version__,
+        "steps": {"vae": a.vae_steps, "transformer": a.dit_steps, "upsampler": a.up_steps},
+        "clips": a.clips,
+        "stages": {},
+        "curves": {},
+    }
+    stages = record["stages"]
+
+    with Stage("text_encoder", stages):
+        words = [*CAPTION_WORDS, *DEFAULT_NEGATIVE_PROMPT.replace(",", " ").split()]
+        text_dir = write_tiny_text_encoder(a.out / dm.TEXT_ENCODER_DIR, dm.CAPTION_CHANNELS, a.seed, words)
+        text_encoder = TextEncoder.from_pretrained(text_dir)
+
+    vae = VideoVAE(dm.VAE)
+    vae_file = a.work / "vae.pt"
+    with Stage("vae", stages):
+        if vae_file.exists():
+            saved = torch.load(vae_file)
+            vae.load_state_dict(saved["state"])
+            record["curves"]["vae"] = saved["curve"]
+        else:
+            torch.manual_seed(a.seed)
+            curve = train_vae(vae, steps=a.vae_steps, seed=a.seed)
+            record["curves"]["vae"] = curve
+            torch.save({"state": vae.state_dict(), "curve": curve}, vae_file)
+    vae.requires_grad_(False).eval()
+
+    data_file = a.work / "latents.pt"
+    with Stage("latents", stages):
+        if data_file.exists():
+            data = torch.load(data_file)
+        else:
+            rng = random.Random(a.seed + 1)
+            scenes = balanced_scenes(rng, a.clips)
+            high, low = encode_clips(vae, scenes, SIZE), encode_clips(vae, scenes, SIZE // 2)
+            prompts, emb, mask = prompt_table(text_encoder)
+            index = {p: i for i, p in enumerate(prompts)}
+            variants = len(MOVING_CAPTIONS)
+            rows = torch.tensor([[index[s.caption(v)] for v in range(variants)] for s in scenes])
+            data = {"high": high, "low": low, "emb": emb, "mask": mask, "rows": rows, "prompts": prompts}
+            torch.save(data, data_file)
+        # The VAE's per-channel statistics: over the full-size clips' latents, as the pipelines normalise them.
+        flat = data["high"].transpose(0, 1).flatten(1)
+        mean, std = vae.per_channel_statistics.mean_std()
+        mean.copy_(flat.mean(dim=1))
+        std.copy_(flat.std(dim=1))
+        high, low = vae.normalize(data["high"]), vae.normalize(data["low"])
+    uncond = [data["prompts"].index(u) for u in UNCOND_PROMPTS]
+
+    transformer = Transformer(dm.TRANSFORMER)
+    dit_file = a.work / "transformer.pt"
+    with Stage("transformer", stages):
+        if dit_file.exists():
+            saved = torch.load(dit_file)
+            transformer.load_state_dict(saved["state"])
+            record["curves"]["transformer"] = saved["curve"]
+        else:
+            torch.manual_seed(a.seed + 2)
+            transformer = Transformer(dm.TRANSFORMER)
+            transformer, curve = train_transformer(
+                transformer,
+                {SIZE: high, SIZE // 2: low},
+                data["rows"],
+                (data["emb"], data["mask"]),
+                uncond,
+                steps=a.dit_steps,
+                seed=a.seed + 2,
+            )
+            record["curves"]["transformer"] = curve
+            torch.save({"state": transformer.state_dict(), "curve": curve}, dit_file)
+
+    torch.manual_seed(a.seed + 3)
+    upsampler = LatentUpsampler(dm.UPSAMPLER)
+    up_file = a.work / "upsampler.pt"
+    with Stage("upsampler", stages):
+        if up_file.exists():
+            saved = torch.load(up_file)
+            upsampler.load_state_dict(saved["state"])
+            record["curves"]["upsampler"] = saved["curve"]
+        else:
+            upsampler.set_latent_statistics(*vae.per_channel_statistics.mean_std())
+            curve = train_upsampler(upsampler, low, high, steps=a.up_steps, seed=a.seed + 3)
+            record["curves"]["upsampler"] = curve
+            torch.save({"state": upsampler.state_dict(), "curve": curve}, up_file)
+
+    dm.write_checkpoint(a.out / dm.CHECKPOINT_NAME, transformer, vae, torch.bfloat16)
+    dm.write_upsampler(a.out / dm.UPSAMPLER_NAME, upsampler)
+    record["frames"], record["size"] = FRAMES, SIZE
+    (a.out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    total = sum(s["wall_s"] for s in stages.values())
+    log.info("wrote %s (%.0f s wall in all)", a.out, total)
+
+
+if __name__ == "__main__":
+    main()

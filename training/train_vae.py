@@ -1,0 +1,121 @@
+"""Stage 1: the VAE, trained for reconstruction with its decoder conditioned on the decode timestep.
+
+Each step draws fresh scenes. A clip goes through the encoder, a posterior sample is normalised with running
+per-channel statistics (those become ``per_channel_statistics``), blended with noise as the recipe's decode noise
+does (``(1 - s) z + s eps``) and decoded at a random decode timestep, so the decoder learns to undo that noise.
+Loss: L1 + MSE + an L1 on spatial gradients (sharp edges), weighted towards the object's pixels, plus a small KL.
+
+The first 40% of the steps train on single frames (8 per batch: the spatial rendering and the first latent
+frame, which image-to-video conditions on); then 128x128x25 clips, 64x64x25 clips (the multi-scale recipe's
+first-pass size) and single frames take turns.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+from scene_data import SIZE, clip
+
+from ltxv.model.vae import VideoVAE
+from ltxv.testing.scenes import random_scene
+
+log = logging.getLogger("train")
+
+KL_WEIGHT = 1e-4
+OBJECT_WEIGHT = 4.0  # extra loss weight on (dilated) object pixels: the object is ~5% of the frame
+GRAD_WEIGHT = 0.5
+MAX_DECODE_T = 0.15  # decode timesteps drawn in [0, MAX_DECODE_T]; the recipe decodes at 0.05 with noise 0.025
+STATS_MOMENTUM = 0.02
+
+
+def _batch(rng: random.Random, kind: str) -> torch.Tensor:
+    if kind == "full":  # whole 128x128x25 clips
+        return torch.stack([clip(random_scene(rng), SIZE) for _ in range(2)])
+    return torch.stack([clip(random_scene(rng), SIZE // 2) for _ in range(4)])  # "half": whole 64-pixel clips
+
+
+def _loss(y: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    obj = (x.amax(dim=1, keepdim=True) > -0.5).float()  # (B, 1, F, H, W): object pixels (backgrounds are dark)
+    w = 1.0 + OBJECT_WEIGHT * F.max_pool3d(obj, (1, 5, 5), stride=1, padding=(0, 2, 2))
+    w = w / w.mean()
+    err = y - x
+    l1, l2 = (w * err.abs()).mean(), (w * err.square()).mean()
+    gy = (err[..., 1:, :] - err[..., :-1, :]).abs().mean()
+    gx = (err[..., :, 1:] - err[..., :, :-1]).abs().mean()
+    return l1 + l2 + GRAD_WEIGHT * (gx + gy), {"l1": float(l1.detach()), "mse": float(err.detach().square().mean())}
+
+
+def train_vae(
+    vae: VideoVAE,
+    *,
+    steps: int,
+    seed: int,
+    lr: float = 1e-3,
+    log_every: int = 25,
+    kinds: tuple[str, ...] = ("full", "full", "half", "image"),
+    image_steps: float = 0.4,
+) -> list[dict]:
+    """Train in place; the first ``image_steps`` of the steps on single frames (spatial rendering learns fastest on
+    them), the rest cycling through ``kinds``. Returns the loss curve."""
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # start with a near-deterministic posterior: unit-variance samples would drown the signal
+        vae.encoder.conv_out.conv.bias[-1] = -8.0
+    vae.train()
+    vae.decoder.timestep_scale_multiplier.requires_grad_(False)  # stays 1000, as in the released decoders
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    warmup = min(100, steps // 10 + 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+    )
+    mean_buf, std_buf = vae.per_channel_statistics.mean_std()
+    curve, t0, acc = [], time.perf_counter(), {"loss": 0.0, "l1": 0.0, "mse": 0.0}
+    for step in range(steps):
+        x = _batch(rng, "image" if step < image_steps * steps else kinds[step % len(kinds)])
+        mean, logvar = vae.encoder(x)  # float32: faster than bf16 autocast for these narrow convolutions (measured)
+        logvar = logvar.clamp(-30.0, 20.0)
+        with torch.no_grad():  # running per-channel statistics of the posterior mean
+            m = mean.transpose(0, 1).flatten(1)
+            mean_buf.lerp_(m.mean(dim=1), STATS_MOMENTUM)
+            std_buf.lerp_(m.std(dim=1).clamp_min(1e-3), STATS_MOMENTUM)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
+        b = x.shape[0]
+        t = torch.rand(b, generator=gen) * MAX_DECODE_T
+        s = (t * (0.25 + 0.75 * torch.rand(b, generator=gen))).view(b, 1, 1, 1, 1)
+        zn = vae.normalize(z)
+        zn = (1 - s) * zn + s * torch.randn(zn.shape, generator=gen)
+        y = vae.decoder(vae.denormalize(zn), t)
+        rec, parts = _loss(y, x)
+        kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean()
+        loss = rec + KL_WEIGHT * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        acc["loss"] += float(loss.detach())
+        acc["l1"] += parts["l1"]
+        acc["mse"] += parts["mse"]
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            n = log_every if (step + 1) % log_every == 0 else (step + 1) % log_every
+            elapsed = time.perf_counter() - t0
+            row = {"step": step + 1, **{k: v / n for k, v in acc.items()}, "elapsed_s": round(elapsed, 1)}
+            curve.append(row)
+            log.info(
+                "vae step %d/%d loss %.4f l1 %.4f mse %.5f  %.2f steps/s",
+                step + 1,
+                steps,
+                row["loss"],
+                row["l1"],
+                row["mse"],
+                (step + 1) / elapsed,
+            )
+            acc = dict.fromkeys(acc, 0.0)
+    vae.eval()
+    return curve
