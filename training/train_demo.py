@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--vae-steps", type=int, default=4000)
     p.add_argument("--clips", type=int, default=3000, help="clips encoded for the transformer and upsampler")
-    p.add_argument("--dit-steps", type=int, default=4000)
+    p.add_argument("--dit-steps", type=int, default=5000)
     p.add_argument("--up-steps", type=int, default=3000)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

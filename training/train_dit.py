@@ -64,7 +64,7 @@ def train_transformer(
     *,
     steps: int,
     seed: int,
-    batch: int = 64,
+    batch: int = 32,
     lr: float = 5e-4,
     log_every: int = 50,
 ) -> tuple[Transformer, list[dict]]:

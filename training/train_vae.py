@@ -3,7 +3,7 @@
 Each step draws fresh scenes. A clip goes through the encoder, a posterior sample is normalised with running
 per-channel statistics (those become ``per_channel_statistics``), blended with noise as the recipe's decode noise
 does (``(1 - s) z + s eps``) and decoded at a random decode timestep, so the decoder learns to undo that noise.
-Loss: L1 + MSE + an L1 on spatial gradients (sharp edges), weighted towards the object's pixels, plus a small KL.
+Loss: MSE + L1 + an L1 on spatial gradients (sharp edges), weighted towards the object's pixels, plus a small KL.
 
 The first 40% of the steps train on single frames (8 per batch: the spatial rendering and the first latent
 frame, which image-to-video conditions on); then 128x128x25 clips, 64x64x25 clips (the multi-scale recipe's
@@ -39,15 +39,20 @@ def _batch(rng: random.Random, kind: str) -> torch.Tensor:
     return torch.stack([clip(random_scene(rng), SIZE // 2) for _ in range(4)])  # "half": whole 64-pixel clips
 
 
-def _loss(y: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def _loss(y: torch.Tensor, x: torch.Tensor, sharp: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    """Object-weighted MSE; with ``sharp`` also L1 and an L1 on the error's spatial gradients (edges). L1 alone
+    would keep the first steps at its median solution, the empty background."""
     obj = (x.amax(dim=1, keepdim=True) > -0.5).float()  # (B, 1, F, H, W): object pixels (backgrounds are dark)
     w = 1.0 + OBJECT_WEIGHT * F.max_pool3d(obj, (1, 5, 5), stride=1, padding=(0, 2, 2))
     w = w / w.mean()
     err = y - x
     l1, l2 = (w * err.abs()).mean(), (w * err.square()).mean()
-    gy = (err[..., 1:, :] - err[..., :-1, :]).abs().mean()
-    gx = (err[..., :, 1:] - err[..., :, :-1]).abs().mean()
-    return l1 + l2 + GRAD_WEIGHT * (gx + gy), {"l1": float(l1.detach()), "mse": float(err.detach().square().mean())}
+    loss = l2
+    if sharp:
+        gy = (err[..., 1:, :] - err[..., :-1, :]).abs().mean()
+        gx = (err[..., :, 1:] - err[..., :, :-1]).abs().mean()
+        loss = loss + l1 + GRAD_WEIGHT * (gx + gy)
+    return loss, {"l1": float(l1.detach()), "mse": float(err.detach().square().mean())}
 
 
 def train_vae(
@@ -60,8 +65,13 @@ def train_vae(
     kinds: tuple[str, ...] = ("full", "full", "half", "image"),
     image_steps: float = 0.4,
 ) -> list[dict]:
-    """Train in place; the first ``image_steps`` of the steps on single frames (spatial rendering learns fastest on
-    them), the rest cycling through ``kinds``. Returns the loss curve."""
+    """Train in place; returns the loss curve.
+
+    The first ``image_steps`` of the steps: single frames, a plain autoencoder (no posterior sample, no decode noise,
+    MSE). At first the latents hardly differ between inputs (the background dominates every 32x32 cell) and any noise
+    on them hides what does differ: the decoder then settles on the empty background and the posterior collapses.
+    The rest: ``kinds`` in turn, posterior samples and decode noise ramped in over a tenth of the steps, the full
+    loss and KL."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # start with a near-deterministic posterior: unit-variance samples would drown the signal
@@ -76,23 +86,25 @@ def train_vae(
     )
     mean_buf, std_buf = vae.per_channel_statistics.mean_std()
     curve, t0, acc = [], time.perf_counter(), {"loss": 0.0, "l1": 0.0, "mse": 0.0}
+    first = int(image_steps * steps)
     for step in range(steps):
-        x = _batch(rng, "image" if step < image_steps * steps else kinds[step % len(kinds)])
+        ramp = min(1.0, max(0.0, (step - first) / (0.1 * steps)))  # 0 in the autoencoder phase
+        x = _batch(rng, "image" if step < first else kinds[step % len(kinds)])
         mean, logvar = vae.encoder(x)  # float32: faster than bf16 autocast for these narrow convolutions (measured)
         logvar = logvar.clamp(-30.0, 20.0)
         with torch.no_grad():  # running per-channel statistics of the posterior mean
             m = mean.transpose(0, 1).flatten(1)
             mean_buf.lerp_(m.mean(dim=1), STATS_MOMENTUM)
             std_buf.lerp_(m.std(dim=1).clamp_min(1e-3), STATS_MOMENTUM)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
+        z = mean + ramp * torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
         b = x.shape[0]
-        t = torch.rand(b, generator=gen) * MAX_DECODE_T
+        t = torch.rand(b, generator=gen) * MAX_DECODE_T * ramp
         s = (t * (0.25 + 0.75 * torch.rand(b, generator=gen))).view(b, 1, 1, 1, 1)
         zn = vae.normalize(z)
         zn = (1 - s) * zn + s * torch.randn(zn.shape, generator=gen)
         y = vae.decoder(vae.denormalize(zn), t)
-        rec, parts = _loss(y, x)
-        kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean()
+        rec, parts = _loss(y, x, sharp=step >= first)
+        kl = 0.5 * (mean.square() + (logvar.exp() - 1 - logvar) * (step >= first)).mean()
         loss = rec + KL_WEIGHT * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
