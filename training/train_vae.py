@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from scene_data import SIZE, clip
 
 from ltxv.model.vae import VideoVAE
+from ltxv.model.vae_blocks import ResBlock
 from ltxv.testing.scenes import random_scene
 
 log = logging.getLogger("train")
@@ -74,8 +75,16 @@ def train_vae(
     loss and KL."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # start with a near-deterministic posterior: unit-variance samples would drown the signal
-        vae.encoder.conv_out.conv.bias[-1] = -8.0
+    with torch.no_grad():
+        # Every resnet starts as the identity (its second conv zero, as DiT zero-inits its blocks): the input then
+        # reaches the latents through the compression blocks' own paths, and latents differ between inputs from the
+        # first step. With the default init they hardly do, and training sat on the empty background for hundreds of
+        # steps, or for good (measured on two seeds each).
+        for m in vae.modules():
+            if isinstance(m, ResBlock):
+                m.conv2.conv.weight.zero_()
+                m.conv2.conv.bias.zero_()
+        vae.encoder.conv_out.conv.bias[-1] = -8.0  # a near-deterministic posterior to start from
     vae.train()
     vae.decoder.timestep_scale_multiplier.requires_grad_(False)  # stays 1000, as in the released decoders
     params = [p for p in vae.parameters() if p.requires_grad]
