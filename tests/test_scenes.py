@@ -27,7 +27,7 @@ def test_every_measurement_reads_the_truth_off_rendered_scenes() -> None:
         scene = S.random_scene(rng)
         size = (128, 128) if i % 3 else (64, 96)
         video = S.render(scene, *size, 25)
-        assert video.shape == (25, *size, 3) and 0 <= video.min() and video.max() <= 1
+        assert video.shape == (25, *size, 3) and video.min() >= 0 and video.max() <= 1
         mask = S.object_mask(video)
         assert S.dominant_colour(video, mask) == scene.colour, scene
         assert S.motion_of(video, mask) == scene.motion, scene

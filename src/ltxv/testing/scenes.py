@@ -106,7 +106,7 @@ class Scene:
 
 
 def caption(colour: str, shape: str, motion: str, variant: int = 0) -> str:
-    """"a {colour} {shape} moving {motion}" ("... standing still"), or paraphrase ``variant`` of it."""
+    """ "a {colour} {shape} moving {motion}" ("... standing still"), or paraphrase ``variant`` of it."""
     templates = STILL_CAPTIONS if motion == "still" else MOVING_CAPTIONS
     to = motion if motion in ("up", "down") else f"to the {motion}"
     text = templates[variant % len(templates)].format(c=colour, s=shape, d=motion, to=to)
@@ -152,7 +152,8 @@ def _coverage(shape: str, y: torch.Tensor, x: torch.Tensor, half: float) -> torc
         d = torch.maximum(y.abs(), x.abs()) - half
     else:  # apex up, base at the bottom, as wide and as tall as the bounding box: max over the three edge lines
         base = y - half
-        slant = (2 * x.abs() - y - half) / math.sqrt(5.0)  # the slanted edges from the apex (-half, 0) to (half, +-half)
+        # the slanted edges from the apex (-half, 0) to (half, +-half)
+        slant = (2 * x.abs() - y - half) / math.sqrt(5.0)
         d = torch.maximum(base, slant)
     return (0.5 - d).clamp(0.0, 1.0)
 
@@ -218,7 +219,7 @@ def centroid_track(video: torch.Tensor, mask: torch.Tensor | None = None) -> tor
     """(F, 2) centre of mass (y, x) of the object in each frame, in fractions of the frame height and width;
     NaN for frames without object pixels."""
     mask = object_mask(video) if mask is None else mask
-    f, h, w = mask.shape
+    _, h, w = mask.shape
     m = mask.float()
     area = m.sum(dim=(1, 2))
     ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h
@@ -245,7 +246,7 @@ def displacement(video: torch.Tensor, mask: torch.Tensor | None = None) -> tuple
 def motion_of(
     video: torch.Tensor, mask: torch.Tensor | None = None, *, moving: float = 0.1, still: float = 0.05
 ) -> str:
-    """"left", "right", "up", "down" when the object moved at least ``moving`` of the frame, mostly along that
+    """ "left", "right", "up", "down" when the object moved at least ``moving`` of the frame, mostly along that
     axis; "still" when it moved less than ``still``; "unclear" otherwise (or when there is no object)."""
     dy, dx = displacement(video, mask)
     if math.isnan(dy):
@@ -281,7 +282,7 @@ _TRIANGLE_BELOW, _CIRCLE_BELOW = 0.63, 0.88
 
 
 def shape_of(video: torch.Tensor, mask: torch.Tensor | None = None) -> str | None:
-    """"square", "circle" or "triangle" from :func:`fill_ratio`; None when there is no object."""
+    """ "square", "circle" or "triangle" from :func:`fill_ratio`; None when there is no object."""
     fill = fill_ratio(video, mask)
     if math.isnan(fill):
         return None
