@@ -20,11 +20,13 @@ from ltxv.model.vae import VideoVAE
 LATENT_CHANNELS = 32
 CAPTION_CHANNELS = 64  # the demo T5's d_model
 
-# The 0.9.5+ layout (space, time, all, all compression with residual space-to-depth; depth-to-space residual
-# decoder with timestep conditioning; pixel norm, one shared log-variance), narrow: the encoder widens from 16 to 256
-# (doubling at every compression, as released: a narrower deep encoder squeezes each space-to-depth step through a few
-# channels and does not learn where the object is), the decoder narrows from 128 at the latent grid to 32 at the
-# full-resolution 32x32 (patch 4) grid.
+# The 0.9.5+ layout (space, time, all compression with residual space-to-depth; a residual depth-to-space decoder
+# with timestep conditioning; pixel norm, one shared log-variance), narrow and one compression stage short of the
+# released 32x32x8: patch 4, then space, time and all, so 16x spatial and 4x temporal (a 128x128x25 clip is 7x8x8
+# latents). With the released four stages (a 4x4 latent grid at 128 px) the encoder's latents hardly differed between
+# inputs for the first 800 steps and the decoder sat on the empty background; with three it learns the object within
+# 100 steps (measured on single frames, training/train_vae.py's autoencoder phase). The encoder widens from 16 to 128,
+# doubling at every compression; the decoder narrows from 128 at the latent grid to 32 at the 32x32 (patch 4) grid.
 VAE = VAEConfig(
     encoder_blocks=vae_blocks(
         ["res_x", {"num_layers": 1}],
@@ -34,12 +36,8 @@ VAE = VAEConfig(
         ["res_x", {"num_layers": 1}],
         ["compress_all_res", {"multiplier": 2}],
         ["res_x", {"num_layers": 1}],
-        ["compress_all_res", {"multiplier": 2}],
-        ["res_x", {"num_layers": 1}],
     ),
     decoder_blocks=vae_blocks(
-        ["res_x", {"num_layers": 1, "inject_noise": False}],
-        ["compress_all", {"residual": True, "multiplier": 1}],
         ["res_x", {"num_layers": 1, "inject_noise": False}],
         ["compress_all", {"residual": True, "multiplier": 2}],
         ["res_x", {"num_layers": 1, "inject_noise": False}],

@@ -8,8 +8,8 @@ import torch
 
 from ltxv.testing.scenes import COLOURS, MOTIONS, SHAPES, Scene, random_scene, render
 
-FRAMES = 25  # the demo's clip length: 4 latent frames
-SIZE = 128  # the demo's full size: a 4x4 latent grid; pass 1 of the multi-scale recipe runs at half of it
+FRAMES = 25  # the demo's clip length: 7 latent frames
+SIZE = 128  # the demo's full size: an 8x8 latent grid; pass 1 of the multi-scale recipe runs at half of it
 
 
 def clip(scene: Scene, size: int, frames: int = FRAMES) -> torch.Tensor:

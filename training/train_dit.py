@@ -7,7 +7,7 @@ inference (:mod:`ltxv.conditioning.state`): its tokens get timestep 0 and the pi
 ``0.15 t^2 eps``, and are left out of the loss. Captions are dropped (to "" or the default negative prompt) one time
 in ten, so classifier-free guidance has an unconditional model to push away from.
 
-Samples alternate between the 4x4 latent grid of 128-pixel clips and the 2x2 grid of 64-pixel ones (the multi-scale
+Samples alternate between the 7x8x8 latents of 128-pixel clips and the 7x4x4 of 64-pixel ones (the multi-scale
 recipe's first pass). Frame rates are drawn from 24-30 fps, so the RoPE time axis matches any of them.
 """
 
@@ -64,13 +64,14 @@ def train_transformer(
     *,
     steps: int,
     seed: int,
-    batch: int = 32,
+    tokens_per_batch: int = 4480,
     lr: float = 5e-4,
     log_every: int = 50,
 ) -> tuple[Transformer, list[dict]]:
     """``latents[size]`` (N, C, F, h, w) normalised; clip i has captions ``caption_index[i]`` (row of variants into
     the prompt table ``text`` = (embeddings (P, L, D), mask (P, L))); ``uncond`` rows are the dropped-caption prompts.
-    Returns the EMA model and the loss curve."""
+    A batch holds ``tokens_per_batch`` tokens: 10 full-size clips (448 tokens each) or 40 half-size ones (112), so
+    both sizes cost alike. Returns the EMA model and the loss curve."""
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
     emb, mask = text
@@ -81,13 +82,13 @@ def train_transformer(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
     )
-    ema = EMA(transformer, 0.999)
+    ema = EMA(transformer, 0.998)
     sizes = sorted(latents)
     curve, acc, t0 = [], 0.0, time.perf_counter()
     for step in range(steps):
         lat = latents[sizes[step % len(sizes)]]
         n, c, f, h, w = lat.shape
-        idx = torch.randint(n, (batch,), generator=gen)
+        idx = torch.randint(n, (max(1, tokens_per_batch // (f * h * w)),), generator=gen)
         x0 = patchify(lat[idx])  # (B, N, C)
         b, tokens = x0.shape[:2]
         per_frame = h * w

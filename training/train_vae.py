@@ -35,6 +35,8 @@ STATS_MOMENTUM = 0.02
 
 
 def _batch(rng: random.Random, kind: str) -> torch.Tensor:
+    if kind == "image":  # single 128x128 frames (the first latent frame, which image-to-video conditions on)
+        return torch.stack([clip(random_scene(rng), SIZE, frames=1) for _ in range(8)])
     if kind == "full":  # whole 128x128x25 clips
         return torch.stack([clip(random_scene(rng), SIZE) for _ in range(2)])
     return torch.stack([clip(random_scene(rng), SIZE // 2) for _ in range(4)])  # "half": whole 64-pixel clips
