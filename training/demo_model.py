@@ -7,6 +7,7 @@ Every config here goes into the written files' metadata, so the package loads th
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import torch
@@ -91,3 +92,14 @@ def write_upsampler(path: Path, upsampler: LatentUpsampler) -> Path:
     tensors = {k: v.detach().float().contiguous() for k, v in upsampler.state_dict().items()}
     save_file(tensors, str(path), {"config": json.dumps(upsampler.cfg.to_dict())})
     return path
+
+
+def cpu_model() -> str:
+    """The CPU's model name (for the training record and the measurements)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -16,8 +16,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 
 import argparse
 import json
-import platform
 import statistics
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +30,9 @@ from ltxv.pipelines.presets import DEMO_PRESET, get_preset, pipeline_args
 from ltxv.pipelines.request import Recipe
 from ltxv.testing import scenes as S
 from ltxv.testing import semantic as sem
+
+sys.path.insert(0, str(Path(__file__).parent))
+import demo_model as dm
 
 STRIP_PROMPTS = (
     "a red circle moving right",
@@ -100,7 +103,7 @@ def main() -> None:
     t2v_s = (time.perf_counter() - t0) / max(a.cases, 1)
     i2v = [sem.run_i2v_case(pipe, c, recipe) for c in sem.spread(a.i2v, first_seed=5000)]
     results = {
-        "cpu": platform.processor() or "see lscpu",
+        "cpu": dm.cpu_model(),
         "threads": a.threads,
         "t2v_cases": a.cases,
         "t2v": sem.score(t2v),

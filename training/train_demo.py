@@ -21,7 +21,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 import argparse
 import json
 import logging
-import platform
 import random
 import sys
 import time
@@ -48,16 +47,6 @@ from ltxv.text.t5 import TextEncoder
 log = logging.getLogger("train")
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "ltxv" / "assets" / "ltxv-demo"
 UNCOND_PROMPTS = ("", DEFAULT_NEGATIVE_PROMPT)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 class Stage:
@@ -118,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python training/train_demo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": a.seed,
         "threads": a.threads,
-        "cpu": _cpu_model(),
+        "cpu": dm.cpu_model(),
         "torch": torch.__version__,
         "steps": {"vae": a.vae_steps, "transformer": a.dit_steps, "upsampler": a.up_steps},
         "clips": a.clips,
