@@ -1,12 +1,14 @@
 """Train the ``ltxv-demo`` model from a seed and write it where the package ships it.
 
     python training/train_demo.py                 # all stages; about an hour on two quiet cores
-    python training/train_demo.py --out /tmp/demo --vae-steps 200 --dit-steps 200 --up-steps 100   # a smoke run
+    python training/train_demo.py --out /tmp/demo --vae-steps 200 --dit-steps 200 --up-steps 100 --dec-steps 50
 
 Stages, in order (each one's result is kept in ``--work``, so an interrupted run resumes after the last finished
 stage): the tiny T5 and its tokenizer (frozen, random), the VAE, the latents and captions of a fixed set of clips, the
-transformer, the latent upsampler. Then the single-file checkpoint (bf16, like the released ones), the upsampler file
-(fp32, like the released ones) and ``training.json`` (settings, loss curves, time per stage) go to ``--out``.
+transformer, the latent upsampler, and a fine-tuning of the VAE decoder alone on the final latent statistics (the
+encoder, and so the latents the transformer learned, unchanged). Then the single-file checkpoint (bf16, like the
+released ones), the upsampler file (fp32, like the released ones) and ``training.json`` (settings, loss curves, time
+per stage) go to ``--out``.
 
 Deterministic for a seed and a thread count on one machine (fixed threads; every random draw from seeded
 generators). OpenMP threads wait passively: on a shared machine spinning threads cost many times their work.
@@ -34,7 +36,7 @@ import demo_model as dm
 from scene_data import FRAMES, SIZE, balanced_scenes, clip
 from train_dit import train_transformer
 from train_upsampler import train_upsampler
-from train_vae import train_vae
+from train_vae import train_decoder, train_vae
 
 from ltxv.model.transformer import Transformer
 from ltxv.model.upsampler import LatentUpsampler
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clips", type=int, default=2000, help="clips encoded for the transformer and upsampler")
     p.add_argument("--dit-steps", type=int, default=2000)
     p.add_argument("--up-steps", type=int, default=1500)
+    p.add_argument("--dec-steps", type=int, default=1000, help="decoder fine-tuning on the final statistics")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         "threads": a.threads,
         "cpu": dm.cpu_model(),
         "torch": torch.__version__,
-        "steps": {"vae": a.vae_steps, "transformer": a.dit_steps, "upsampler": a.up_steps},
+        "steps": {"vae": a.vae_steps, "transformer": a.dit_steps, "upsampler": a.up_steps, "decoder": a.dec_steps},
         "clips": a.clips,
         "stages": {},
         "curves": {},
@@ -192,6 +195,18 @@ def main(argv: list[str] | None = None) -> None:
             curve = train_upsampler(upsampler, low, high, steps=a.up_steps, seed=a.seed + 3)
             record["curves"]["upsampler"] = curve
             torch.save({"state": upsampler.state_dict(), "curve": curve}, up_file)
+
+    dec_file = a.work / "decoder.pt"
+    with Stage("decoder", stages):
+        if dec_file.exists():
+            saved = torch.load(dec_file)
+            vae.decoder.load_state_dict(saved["state"])
+            record["curves"]["decoder"] = saved["curve"]
+        else:
+            torch.manual_seed(a.seed + 4)
+            curve = train_decoder(vae, steps=a.dec_steps, seed=a.seed + 4)
+            record["curves"]["decoder"] = curve
+            torch.save({"state": vae.decoder.state_dict(), "curve": curve}, dec_file)
 
     dm.write_checkpoint(a.out / dm.CHECKPOINT_NAME, transformer, vae, torch.bfloat16)
     dm.write_upsampler(a.out / dm.UPSAMPLER_NAME, upsampler)

@@ -142,3 +142,64 @@ def train_vae(
             acc = dict.fromkeys(acc, 0.0)
     vae.eval()
     return curve
+
+
+def train_decoder(
+    vae: VideoVAE,
+    *,
+    steps: int,
+    seed: int,
+    lr: float = 3e-4,
+    log_every: int = 25,
+    kinds: tuple[str, ...] = ("image", "full", "image", "half"),
+) -> list[dict]:
+    """Fine-tune the decoder alone, through the recipe's decode noise, on the final per-channel statistics (the
+    encoder and so the latents the transformer learned stay as they are). Single frames get half the steps: frame
+    0 is what image-to-video must keep, and it decodes from a latent frame of its own. Returns the loss curve."""
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    vae.requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    vae.decoder.timestep_scale_multiplier.requires_grad_(False)
+    vae.decoder.train()
+    params = [p for p in vae.decoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / steps)))
+    curve, t0, acc = [], time.perf_counter(), {"loss": 0.0, "l1": 0.0, "mse": 0.0}
+    for step in range(steps):
+        x = _batch(rng, kinds[step % len(kinds)])
+        with torch.no_grad():
+            mean, logvar = vae.encoder(x)
+            z = mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * torch.randn(mean.shape, generator=gen)
+            b = x.shape[0]
+            t = torch.rand(b, generator=gen) * MAX_DECODE_T
+            s = (t * (0.25 + 0.75 * torch.rand(b, generator=gen))).view(b, 1, 1, 1, 1)
+            zn = vae.normalize(z)
+            zn = (1 - s) * zn + s * torch.randn(zn.shape, generator=gen)
+        y = vae.decoder(vae.denormalize(zn), t)
+        loss, parts = _loss(y, x, sharp=True)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        acc["loss"] += float(loss.detach())
+        acc["l1"] += parts["l1"]
+        acc["mse"] += parts["mse"]
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            n = log_every if (step + 1) % log_every == 0 else (step + 1) % log_every
+            elapsed = time.perf_counter() - t0
+            row = {"step": step + 1, **{k: v / n for k, v in acc.items()}, "elapsed_s": round(elapsed, 1)}
+            curve.append(row)
+            log.info(
+                "decoder step %d/%d loss %.4f l1 %.4f mse %.5f  %.2f steps/s",
+                step + 1,
+                steps,
+                row["loss"],
+                row["l1"],
+                row["mse"],
+                (step + 1) / elapsed,
+            )
+            acc = dict.fromkeys(acc, 0.0)
+    vae.requires_grad_(False).eval()
+    return curve
