@@ -52,19 +52,33 @@ UNCOND_PROMPTS = ("", DEFAULT_NEGATIVE_PROMPT)
 
 
 class Stage:
-    """Times a stage (wall and process CPU seconds) into ``record``."""
+    """Times a stage (wall and process CPU seconds) into ``record``. A stage resumed from ``--work`` keeps the time
+    its training took (saved with its result by :meth:`save`), marked ``resumed``."""
 
     def __init__(self, name: str, record: dict) -> None:
-        self.name, self.record = name, record
+        self.name, self.record, self.saved_time = name, record, None
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> Stage:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         log.info("stage %s", self.name)
+        return self
+
+    def elapsed(self) -> dict[str, float]:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+
+    def save(self, result: dict, path: Path) -> None:
+        torch.save({**result, "time": self.elapsed()}, path)
+
+    def load(self, path: Path) -> dict:
+        saved = torch.load(path)
+        self.saved_time = saved.get("time")
+        return saved
 
     def __exit__(self, *exc: object) -> None:
-        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
-        self.record[self.name] = {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
-        log.info("stage %s done: %.0f s wall, %.0f s CPU", self.name, wall, cpu)
+        spent = self.elapsed()
+        self.record[self.name] = spent if self.saved_time is None else {**self.saved_time, "resumed": True}
+        log.info("stage %s done: %.0f s wall, %.0f s CPU", self.name, spent["wall_s"], spent["cpu_s"])
 
 
 @torch.inference_mode()
@@ -126,22 +140,22 @@ def main(argv: list[str] | None = None) -> None:
 
     vae = VideoVAE(dm.VAE)
     vae_file = a.work / "vae.pt"
-    with Stage("vae", stages):
+    with Stage("vae", stages) as stage:
         if vae_file.exists():
-            saved = torch.load(vae_file)
+            saved = stage.load(vae_file)
             vae.load_state_dict(saved["state"])
             record["curves"]["vae"] = saved["curve"]
         else:
             torch.manual_seed(a.seed)
             curve = train_vae(vae, steps=a.vae_steps, seed=a.seed)
             record["curves"]["vae"] = curve
-            torch.save({"state": vae.state_dict(), "curve": curve}, vae_file)
+            stage.save({"state": vae.state_dict(), "curve": curve}, vae_file)
     vae.requires_grad_(False).eval()
 
     data_file = a.work / "latents.pt"
-    with Stage("latents", stages):
+    with Stage("latents", stages) as stage:
         if data_file.exists():
-            data = torch.load(data_file)
+            data = stage.load(data_file)
         else:
             rng = random.Random(a.seed + 1)
             scenes = balanced_scenes(rng, a.clips)
@@ -151,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             variants = len(MOVING_CAPTIONS)
             rows = torch.tensor([[index[s.caption(v)] for v in range(variants)] for s in scenes])
             data = {"high": high, "low": low, "emb": emb, "mask": mask, "rows": rows, "prompts": prompts}
-            torch.save(data, data_file)
+            stage.save(data, data_file)
         # The VAE's per-channel statistics: over the full-size clips' latents, as the pipelines normalise them.
         flat = data["high"].transpose(0, 1).flatten(1)
         mean, std = vae.per_channel_statistics.mean_std()
@@ -162,9 +176,9 @@ def main(argv: list[str] | None = None) -> None:
 
     transformer = Transformer(dm.TRANSFORMER)
     dit_file = a.work / "transformer.pt"
-    with Stage("transformer", stages):
+    with Stage("transformer", stages) as stage:
         if dit_file.exists():
-            saved = torch.load(dit_file)
+            saved = stage.load(dit_file)
             transformer.load_state_dict(saved["state"])
             record["curves"]["transformer"] = saved["curve"]
         else:
@@ -180,33 +194,33 @@ def main(argv: list[str] | None = None) -> None:
                 seed=a.seed + 2,
             )
             record["curves"]["transformer"] = curve
-            torch.save({"state": transformer.state_dict(), "curve": curve}, dit_file)
+            stage.save({"state": transformer.state_dict(), "curve": curve}, dit_file)
 
     torch.manual_seed(a.seed + 3)
     upsampler = LatentUpsampler(dm.UPSAMPLER)
     up_file = a.work / "upsampler.pt"
-    with Stage("upsampler", stages):
+    with Stage("upsampler", stages) as stage:
         if up_file.exists():
-            saved = torch.load(up_file)
+            saved = stage.load(up_file)
             upsampler.load_state_dict(saved["state"])
             record["curves"]["upsampler"] = saved["curve"]
         else:
             upsampler.set_latent_statistics(*vae.per_channel_statistics.mean_std())
             curve = train_upsampler(upsampler, low, high, steps=a.up_steps, seed=a.seed + 3)
             record["curves"]["upsampler"] = curve
-            torch.save({"state": upsampler.state_dict(), "curve": curve}, up_file)
+            stage.save({"state": upsampler.state_dict(), "curve": curve}, up_file)
 
     dec_file = a.work / "decoder.pt"
-    with Stage("decoder", stages):
+    with Stage("decoder", stages) as stage:
         if dec_file.exists():
-            saved = torch.load(dec_file)
+            saved = stage.load(dec_file)
             vae.decoder.load_state_dict(saved["state"])
             record["curves"]["decoder"] = saved["curve"]
         else:
             torch.manual_seed(a.seed + 4)
             curve = train_decoder(vae, steps=a.dec_steps, seed=a.seed + 4)
             record["curves"]["decoder"] = curve
-            torch.save({"state": vae.decoder.state_dict(), "curve": curve}, dec_file)
+            stage.save({"state": vae.decoder.state_dict(), "curve": curve}, dec_file)
 
     dm.write_checkpoint(a.out / dm.CHECKPOINT_NAME, transformer, vae, torch.bfloat16)
     dm.write_upsampler(a.out / dm.UPSAMPLER_NAME, upsampler)
