@@ -5,8 +5,10 @@
 
 Stages, in order (each one's result is kept in ``--work``, so an interrupted run resumes after the last finished
 stage): the tiny T5 and its tokenizer (frozen, random), the VAE, the latents and captions of a fixed set of clips, the
-transformer, the latent upsampler, and a fine-tuning of the VAE decoder alone on the final latent statistics (the
-encoder, and so the latents the transformer learned, unchanged). Then the single-file checkpoint (bf16, like the
+transformer, the latent upsampler, a fine-tuning of the VAE decoder alone on the final latent statistics (the
+encoder, and so the latents the transformer learned, unchanged), and a second leg of transformer training from the
+first leg's EMA weights (a fresh optimiser and learning-rate schedule; added when the first leg's measured motion
+and shape rates fell short). Then the single-file checkpoint (bf16, like the
 released ones), the upsampler file (fp32, like the released ones) and ``training.json`` (settings, loss curves, time
 per stage) go to ``--out``.
 
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dit-steps", type=int, default=2000)
     p.add_argument("--up-steps", type=int, default=1500)
     p.add_argument("--dec-steps", type=int, default=1000, help="decoder fine-tuning on the final statistics")
+    p.add_argument("--dit-more-steps", type=int, default=1200, help="a second transformer leg (fresh optimiser)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
@@ -126,7 +129,13 @@ def main(argv: list[str] | None = None) -> None:
         "threads": a.threads,
         "cpu": dm.cpu_model(),
         "torch": torch.__version__,
-        "steps": {"vae": a.vae_steps, "transformer": a.dit_steps, "upsampler": a.up_steps, "decoder": a.dec_steps},
+        "steps": {
+            "vae": a.vae_steps,
+            "transformer": a.dit_steps,
+            "upsampler": a.up_steps,
+            "decoder": a.dec_steps,
+            "transformer_more": a.dit_more_steps,
+        },
         "clips": a.clips,
         "stages": {},
         "curves": {},
@@ -221,6 +230,26 @@ def main(argv: list[str] | None = None) -> None:
             curve = train_decoder(vae, steps=a.dec_steps, seed=a.seed + 4)
             record["curves"]["decoder"] = curve
             stage.save({"state": vae.decoder.state_dict(), "curve": curve}, dec_file)
+
+    more_file = a.work / "transformer_more.pt"
+    with Stage("transformer_more", stages) as stage:
+        if more_file.exists():
+            saved = stage.load(more_file)
+            transformer.load_state_dict(saved["state"])
+            record["curves"]["transformer_more"] = saved["curve"]
+        elif a.dit_more_steps:
+            transformer, curve = train_transformer(
+                transformer,
+                {SIZE: high, SIZE // 2: low},
+                data["rows"],
+                (data["emb"], data["mask"]),
+                uncond,
+                steps=a.dit_more_steps,
+                seed=a.seed + 5,
+                lr=3e-4,
+            )
+            record["curves"]["transformer_more"] = curve
+            stage.save({"state": transformer.state_dict(), "curve": curve}, more_file)
 
     dm.write_checkpoint(a.out / dm.CHECKPOINT_NAME, transformer, vae, torch.bfloat16)
     dm.write_upsampler(a.out / dm.UPSAMPLER_NAME, upsampler)
