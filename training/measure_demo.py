@@ -1,6 +1,6 @@
 """Measure the shipped ``ltxv-demo`` model (the numbers in its MODEL_CARD.md) and draw the README's frame strip.
 
-    python training/measure_demo.py                       # 60 text-to-video + 15 image-to-video cases, the strip
+    python training/measure_demo.py        # 60 text-to-video + 15 image-to-video cases -> measurements.json, the strip
     python training/measure_demo.py --cases 30 --i2v 5 --no-strip --json /tmp/m.json
 
 Every clip is generated through the public API with the preset's recipe, written as an mp4, read back and measured
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import ltxv
-from ltxv.pipelines.presets import DEMO_PRESET, get_preset, pipeline_args
+from ltxv.pipelines.presets import DEMO_DIR, DEMO_PRESET, get_preset, pipeline_args
 from ltxv.pipelines.request import Recipe
 from ltxv.testing import scenes as S
 from ltxv.testing import semantic as sem
@@ -92,7 +92,7 @@ def main() -> None:
     p.add_argument("--sharpness-cases", type=int, default=10)
     p.add_argument("--strip", type=Path, default=DEFAULT_STRIP)
     p.add_argument("--no-strip", action="store_true")
-    p.add_argument("--json", type=Path, help="also write the numbers here")
+    p.add_argument("--json", type=Path, default=DEMO_DIR / "measurements.json", help="where the numbers go")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -121,6 +121,7 @@ def main() -> None:
     }
     print(json.dumps(results, indent=1))
     if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(results, indent=1) + "\n")
     if not a.no_strip:
         print(f"wrote {strip(pipe, recipe, a.strip)}")
