@@ -3,7 +3,7 @@ official layout, and it makes the video its prompt asks for, measured on the dec
 :mod:`ltxv.testing.scenes` (issue 9's targets: colour >= 95%, motion >= 90%, shape >= 80% of cases; image-to-video
 keeps the drawn first frame at >= 25 dB and then moves as the prompt says).
 
-The default suite checks a few cases against the targets; the full spread (the numbers in MODEL_CARD.md, also
+The default suite checks a few cases against the targets the model meets; the full spread (MODEL_CARD.md, also
 printed by ``python training/measure_demo.py``) runs with ``-m slow``."""
 
 from __future__ import annotations
