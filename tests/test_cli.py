@@ -351,8 +351,36 @@ def test_demo_with_given_weights(tmp_path: Path, fake_library: Any) -> None:
     assert [p for p, _, _ in fake_library.saved] == [tmp_path / "t2v.mp4", tmp_path / "i2v.mp4"]
 
 
+def test_demo_offline_runs_the_shipped_model(tmp_path: Path, fake_library: Any) -> None:
+    from ltxv.pipelines.presets import DEMO_PRESET, NATIVE_SIZES
+    from ltxv.testing import scenes
+
+    assert cli.main(["demo", "--out-dir", str(tmp_path), "--device", "cpu"]) == 0
+    (pipe,) = fake_library.pipelines
+    demo = PRESETS[DEMO_PRESET]
+    assert (pipe.kwargs["checkpoint"], pipe.kwargs["upsampler"]) == (
+        demo.checkpoint_path,
+        demo.spatial_upscaler_model_path,
+    )
+    assert str(pipe.kwargs["text_encoder"]) == demo.text_encoder_model_name_or_path
+    t2v, i2v = pipe.requests
+    assert (t2v.height, t2v.width, t2v.num_frames) == NATIVE_SIZES[DEMO_PRESET] and t2v.recipe == demo
+    assert t2v.prompt == "a red circle moving right" and i2v.prompt == "a cyan square moving left"
+    ((_, image),) = fake_library.pngs  # the first frame it draws for image-to-video: what the prompt names
+    assert scenes.dominant_colour(image[None]) == "cyan" and scenes.shape_of(image[None]) == "square"
+
+
+def test_generate_with_the_demo_preset_defaults_to_its_native_size(tmp_path: Path, fake_library: Any) -> None:
+    head = ["generate", "--prompt", "a blue square moving up", "--preset", "ltxv-demo", "--device", "cpu"]
+    assert cli.main([*head, "--out", str(tmp_path / "a.mp4")]) == 0
+    assert cli.main([*head, "--height", "256", "--out", str(tmp_path / "b.mp4")]) == 0  # any size flag: as given
+    native, given = (p.requests[0] for p in fake_library.pipelines)
+    assert (native.height, native.width, native.num_frames) == (128, 128, 25)
+    assert (given.height, given.width, given.num_frames) == (256, 1216, 121)
+
+
 def test_failed_demo_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
-    """The tiny model is written, then the run fails: the demo's folder goes with it."""
+    """The first frame is written, then the run fails: the demo's folder goes with it."""
     from ltxv.cli import models
 
     def fail(self: Any, checked: Any) -> None:

@@ -20,6 +20,7 @@ import yaml
 
 from ltxv.pipelines import presets
 from ltxv.pipelines.presets import (
+    DEMO_PRESET,
     PRESETS,
     get_preset,
     load_recipe,
@@ -163,6 +164,7 @@ def test_presets_hold_the_released_numbers() -> None:
         ),
         "ltxv-2b-0.9.6-distilled",
         "ltxv-2b-0.9.6-dev",
+        "ltxv-demo",  # the shipped demo model (training/train_demo.py)
     }
     dev = PRESETS["ltxv-13b-0.9.8-dev"]
     assert dev.pipeline_type == "multi-scale" and dev.downscale_factor == 0.6666666
@@ -471,6 +473,8 @@ def test_released_names_come_from_the_cache_without_network(
 
 def test_every_preset_names_its_checkpoint_file() -> None:
     for name, recipe in PRESETS.items():
+        if name == DEMO_PRESET:  # package data, not a hub file
+            continue
         assert hub.hub_filename(name, "checkpoint") == recipe.checkpoint_path
         assert hub.RELEASED_FILES[recipe.checkpoint_path] == "checkpoint"  # type: ignore[index]
         if recipe.spatial_upscaler_model_path is not None:

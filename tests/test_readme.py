@@ -1,5 +1,5 @@
-"""The README's code blocks, run as a reader would run them, on the tiny model: a Hugging Face cache holding the tiny
-kit under the released names (``ltxv.testing.hub``) stands in for the downloads, so every name resolves through the
+"""The README's code blocks, run as a reader would run them: the quick start on the demo model shipped in the package,
+the rest on the tiny model, through a Hugging Face cache holding the tiny kit under the released names (``ltxv.testing.hub``) stands in for the downloads, so every name resolves through the
 real lookup, offline. A few values are swapped for ones a 2-core CPU runs in seconds (:data:`SUBSTITUTIONS`); each
 must still be found in the README, so the test breaks when the README changes under it."""
 
@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ltxv import cli
+from ltxv.testing import scenes
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # (block language, README text, what the test runs instead)
@@ -88,6 +89,12 @@ def _write_readme_loras(folder: Path) -> None:
         write_lora(folder / f"{name}.safetensors", random_factors(shapes, block_targets(shapes), 4, seed=seed))
 
 
+def _decode(path: Path) -> torch.Tensor:
+    from ltxv.io.video import read_video
+
+    return read_video(path)[0]
+
+
 def _read_mp4(path: Path) -> tuple[int, int, int]:
     import av
 
@@ -120,10 +127,15 @@ def test_readme_commands_run(offline_hub: Path, capsys: pytest.CaptureFixture[st
                 assert argv[0] == "ltxv", command
                 assert cli.main(argv[1:]) == 0, (command, capsys.readouterr().err)
                 ran.append(argv[1])
-    assert ran == ["demo", "generate", "generate", "generate"]  # the quick start, long video, hybrid
+    assert ran == ["demo", "generate", "generate", "generate", "generate"]  # the quick start (2), long video, hybrid
     assert {i for i, s in enumerate(SUBSTITUTIONS) if s[0] == "bash"} <= used, "a substitution no longer applies"
-    for name in ("t2v", "i2v"):  # ltxv demo: the tiny model's two clips
-        assert _read_mp4(offline_hub / "ltxv-demo" / f"{name}.mp4") == (17, 64, 96)
+    # The quick start runs the shipped demo model: real video of what its prompts say.
+    clips = {"t2v": ("red", "right"), "i2v": ("cyan", "left"), "square": ("blue", "up")}
+    for name, (colour, motion) in clips.items():
+        path = offline_hub / ("square.mp4" if name == "square" else f"ltxv-demo/{name}.mp4")
+        video = _decode(path)
+        assert tuple(video.shape) == (25, 128, 128, 3), name
+        assert (scenes.dominant_colour(video), scenes.motion_of(video)) == (colour, motion), name
     assert _read_mp4(offline_hub / "fox.mp4") == (9, 64, 96)
     assert _read_mp4(offline_hub / "fox-60s.mp4") == (289, 64, 96)
     assert _read_mp4(offline_hub / "hybrid.mp4") == (9, 64, 96)

@@ -14,6 +14,7 @@ from ltxv.cli.flags import REQUEST_FLAGS, add, add_model_flags
 from ltxv.cli.models import ModelChoice, recipe_of
 from ltxv.io.output import check_output
 from ltxv.pipelines.loras import parse_lora_arg, with_lora_flags
+from ltxv.pipelines.presets import NATIVE_SIZES
 from ltxv.pipelines.request import ConditioningMedia, GenerationRequest, RequestError
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def build_request(a: argparse.Namespace) -> GenerationRequest:
     if not len(paths) == len(frames) == len(strengths):
         counts = f"{len(paths)} media paths, {len(frames)} start frames, {len(strengths)} strengths"
         raise RequestError(f"the conditioning lists must have the same length, got {counts}", param="conditioning")
-    same = ("prompt", "negative_prompt", "height", "width", "num_frames", "frame_rate", "seed", "denoise_strength")
+    same = ("prompt", "negative_prompt", "frame_rate", "seed", "denoise_strength")
     same += ("temporal_tile_frames", "temporal_overlap_frames", "overlap_strength", "adain_factor")
     if a.seconds is not None:
         if not a.seconds > 0:
@@ -54,6 +55,7 @@ def build_request(a: argparse.Namespace) -> GenerationRequest:
         a.num_frames = round(a.seconds * a.frame_rate) + 1
     request = GenerationRequest(
         **{k: getattr(a, k) for k in (*same, "image_cond_noise_scale", "transformer_schedule")},
+        **_size(a),
         window_prompts=tuple(a.window_prompts or ()),
         conditioning=tuple(ConditioningMedia(p, f, s) for p, f, s in zip(paths, frames, strengths)),
         input_media=a.input_media_path,
@@ -72,6 +74,21 @@ def build_request(a: argparse.Namespace) -> GenerationRequest:
     )
     request.validate()
     return request
+
+
+def _size(a: argparse.Namespace) -> dict[str, int]:
+    """The size flags; for a preset whose model was trained at one size (the demo model), that size when all three
+    are left at the reference's defaults (704x1216x121)."""
+    size = {k: getattr(a, k) for k in ("height", "width", "num_frames")}
+    native = NATIVE_SIZES.get(a.preset or "")
+    if native and all(v == getattr(GenerationRequest, k) for k, v in size.items()):
+        log.info(
+            "%s: %dx%dx%d, the size its model was trained at (--height/--width/--num-frames change it)",
+            a.preset,
+            *native,
+        )
+        return dict(zip(size, native))
+    return size
 
 
 def output_file(folder: Path, r: GenerationRequest) -> Path:
@@ -148,11 +165,11 @@ def cmd_generate(a: argparse.Namespace) -> None:
     request = build_request(a)
     out = Path(a.out) if a.out else output_file(Path(a.output_path or f"outputs/{date.today():%Y-%m-%d}"), request)
     # The destination first (it needs no model), then the models' headers and the rest.
-    check_output(out, num_frames=a.num_frames, height=a.height, width=a.width, fps=a.frame_rate, overwrite=a.overwrite)
+    h, w, f = request.height, request.width, request.num_frames
+    check_output(out, num_frames=f, height=h, width=w, fps=a.frame_rate, overwrite=a.overwrite)
     models = ModelChoice.from_args(a, request.recipe)
     checked = models.preflight()
     plan = checked.check(request, out, overwrite=a.overwrite, streamed=out.suffix.lower() == ".mp4")
-    h, w, f = request.height, request.width, request.num_frames
     if plan.size != (h, w, f):
         log.warning(
             "Padded dimensions: %dx%dx%d (generated at this size, then cropped to %dx%dx%d)", *plan.size, h, w, f

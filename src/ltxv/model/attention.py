@@ -32,7 +32,9 @@ def rms_norm(x: torch.Tensor, eps: float, weight: torch.Tensor | None = None) ->
     ``F.rms_norm`` without a weight is bit-identical to diffusers' formula; the gain is applied after the rounding
     (not fused) because that is where the reference rounds in bf16."""
     y = F.rms_norm(x, (x.shape[-1],), eps=eps)
-    return y if weight is None else y.mul_(weight)
+    if weight is None:
+        return y
+    return y * weight if torch.is_grad_enabled() else y.mul_(weight)  # in place unless autograd records
 
 
 # The attention core: q (B, N, D), k and v (B, L, D), heads, additive bias or None -> (B, N, D). The one seam where
@@ -126,8 +128,7 @@ class Attention(nn.Module):
         q = self.q_norm(self.to_q(x))  # (B, N, D)
         k, v = self.key_value(x if context is None else context) if kv is None else kv  # (B, L, D) each
         if rope is not None:  # in place: q and k are fresh here (rope only ever applies to self-attention)
-            apply_rope_(q, *rope)
-            apply_rope_(k, *rope)
+            q, k = apply_rope_(q, *rope), apply_rope_(k, *rope)
         o = (core or sdpa)(q, k, v, self.heads, bias)  # (B, N, D)
         if skip_mask is not None:
             if skip_strategy is SkipLayerStrategy.ATTENTION_VALUES:

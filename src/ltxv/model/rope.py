@@ -50,8 +50,13 @@ def signed_sin(sin: torch.Tensor) -> torch.Tensor:
 
 def apply_rope_(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
     """:func:`apply_rope` in place on x, with one temporary instead of four, bit-identical to it: ``rot(x) * sin``
-    equals ``swap(x) * signed_sin(sin)`` exactly (only signs move), and the sum is taken in the same order."""
+    equals ``swap(x) * signed_sin(sin)`` exactly (only signs move), and the sum is taken in the same order.
+
+    While autograd records (training), the same arithmetic runs out of place and x is left as it was: backward
+    needs it. Use the returned tensor."""
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (B, N, D): pairs (x[2i+1], x[2i]), a copy
+    if torch.is_grad_enabled():
+        return x * cos + swapped * sin_signed
     return x.mul_(cos).add_(swapped.mul_(sin_signed))
 
 

@@ -54,6 +54,8 @@ class _GeluProj(nn.Module):
         self.proj = nn.Linear(d_in, d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():  # training: backward needs the pre-activation
+            return F.gelu(self.proj(x), approximate="tanh")
         return torch.ops.aten.gelu_(self.proj(x), approximate="tanh")  # in place on the fresh (B, N, 4D) tensor
 
 
@@ -97,7 +99,10 @@ class TransformerBlock(nn.Module):
         self-attention's core (default the plain one). Cross-attention is per token and always runs plainly.
 
         Every update runs in place on a fresh tensor, in the reference's operation order (bit-identical): on a CPU
-        most of the time outside the matmuls is spent allocating and streaming full (N, D) tensors, not computing."""
+        most of the time outside the matmuls is spent allocating and streaming full (N, D) tensors, not computing.
+        With gradients enabled (training) and no STG the same arithmetic runs out of place, and x is not updated."""
+        if torch.is_grad_enabled() and skip_mask is None:
+            return self._forward_out_of_place(x, text, index, modulation, rope)
         table = self.scale_shift_table
 
         def ada(i: int) -> torch.Tensor:  # (B, T', D); built on use so per-token tables never exist all six at once
@@ -121,6 +126,22 @@ class TransformerBlock(nn.Module):
         if x_in is not None:
             x = x * skip_mask + x_in * (1.0 - skip_mask)
         return x
+
+    def _forward_out_of_place(
+        self,
+        x: torch.Tensor,
+        text: PreparedText,
+        index: int,
+        modulation: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """The block for training (no STG): :meth:`forward`'s arithmetic with every op out of place."""
+        ada = self.scale_shift_table[None, None] + modulation  # (B, T', 6, D)
+        h = rms_norm(x, self.eps) * (1 + ada[:, :, _SCALE_MSA]) + ada[:, :, _SHIFT_MSA]
+        x = x + self.attn1(h, rope=rope) * ada[:, :, _GATE_MSA]
+        x = x + self.attn2(x, kv=text.kv[index], bias=text.bias)
+        h = rms_norm(x, self.eps) * (1 + ada[:, :, _SCALE_MLP]) + ada[:, :, _SHIFT_MLP]
+        return x + self.ff(h) * ada[:, :, _GATE_MLP]
 
 
 @dataclass(frozen=True)
@@ -278,5 +299,6 @@ class Transformer(nn.Module):
     def head(self, x: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
         """The output norm, modulation and projection: x (B, N, D) (modified in place) -> (B, N, C_out)."""
         shift, scale = (self.scale_shift_table + embedded).unbind(2)  # (B, T', D) each
-        x = F.layer_norm(x, (x.shape[-1],), eps=_OUT_NORM_EPS).mul_(1 + scale).add_(shift)
+        x = F.layer_norm(x, (x.shape[-1],), eps=_OUT_NORM_EPS)
+        x = x * (1 + scale) + shift if torch.is_grad_enabled() else x.mul_(1 + scale).add_(shift)
         return self.proj_out(x)  # (B, N, C_out)

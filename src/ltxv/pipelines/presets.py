@@ -298,6 +298,26 @@ PRESETS: dict[str, Recipe] = {
 # What ``ltxv generate`` runs without --preset, and what a request made in Python defaults to.
 DEFAULT_PRESET = "ltxv-2b-0.9.8-distilled"
 
+# --- the demo model shipped with the package ---------------------------------------------------------------------
+
+# Trained here by training/train_demo.py on procedural clips (one coloured shape moving on a dark background); see
+# its MODEL_CARD.md. Files are package data, so the preset runs offline.
+DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "ltxv-demo"
+DEMO_PRESET = "ltxv-demo"
+PRESETS[DEMO_PRESET] = Recipe(
+    pipeline_type="multi-scale",
+    first_pass=PassSettings(num_inference_steps=20, guidance_scale=3.0),
+    second_pass=PassSettings(timesteps=(0.6, 0.45, 0.3, 0.15), guidance_scale=3.0),
+    decode_timestep=0.05,
+    decode_noise_scale=0.025,
+    precision="float32",  # small enough that bf16 would not pay, and the same result on every CPU
+    checkpoint_path=str(DEMO_DIR / "ltxv-demo.safetensors"),
+    spatial_upscaler_model_path=str(DEMO_DIR / "ltxv-demo-spatial-upscaler.safetensors"),
+    text_encoder_model_name_or_path=str(DEMO_DIR / "text_encoder_t5"),
+)
+# (height, width, frames) a preset's model was trained for, where the reference defaults (704x1216x121) do not fit.
+NATIVE_SIZES: dict[str, tuple[int, int, int]] = {DEMO_PRESET: (128, 128, 25)}
+
 
 def get_preset(name: str) -> Recipe:
     try:

@@ -84,9 +84,15 @@ def register(sub: Any) -> None:
 
 
 def offline_model(folder: Path) -> tuple[str, str, str]:
-    """(checkpoint, upsampler, text encoder) of the offline model ``ltxv demo`` uses, written into ``folder`` once."""
+    """(checkpoint, upsampler, text encoder) of the offline model ``ltxv demo`` uses: the demo model shipped with
+    ltxv (preset ``ltxv-demo``); where the package lacks its files, the tiny random kit, written into ``folder`` once."""
+    from ltxv.pipelines.presets import DEMO_PRESET, get_preset
     from ltxv.testing.checkpoints import CHECKPOINT_NAME, TEXT_ENCODER_DIR, UPSAMPLER_NAME, write_tiny_kit
 
+    demo = get_preset(DEMO_PRESET)
+    shipped = (demo.checkpoint_path, demo.spatial_upscaler_model_path, demo.text_encoder_model_name_or_path)
+    if all(p is not None and Path(p).exists() for p in shipped):
+        return shipped  # type: ignore[return-value]
     paths = folder / CHECKPOINT_NAME, folder / UPSAMPLER_NAME, folder / TEXT_ENCODER_DIR
     if not folder.is_dir():  # written whole, then renamed into place: never half a model
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
@@ -103,7 +109,7 @@ def _models(a: argparse.Namespace, store: Path) -> tuple[dict[str, Any], str, An
     from ltxv.cli import DEFAULT_PRESET
     from ltxv.pipelines.presets import PRESETS, load_recipe, pipeline_args
 
-    name = a.preset or a.pipeline_config or DEFAULT_PRESET
+    name = a.preset or a.pipeline_config or (DEMO_MODEL if a.checkpoint is None else DEFAULT_PRESET)
     recipe = load_recipe(name)
     model_id = None
     if a.checkpoint is None:
@@ -159,6 +165,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
     import uvicorn
 
     from ltxv.pipelines.loras import LoraRegistry
+    from ltxv.pipelines.presets import NATIVE_SIZES
     from ltxv.serve.admission import parse_bytes, request_check
     from ltxv.serve.api import ServiceConfig, create_app
     from ltxv.serve.files import StoreDir
@@ -201,6 +208,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
         limits = Limits(**{k: v for k, v in lim.items() if v is not None})
     except ValueError as e:
         raise RequestError(str(e)) from None
+    h, w, f = NATIVE_SIZES[DEMO_MODEL]
     small = model_id == DEMO_MODEL
     config = ServiceConfig(
         models=(model_id,),
@@ -214,7 +222,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
         max_attempts=a.max_attempts,
         check=request_check(args, a.max_memory),
         sweep_grace_s=a.sweep_grace_s,
-        suggested={"size": "96x64", "num_frames": 17} if small else {"size": "704x480", "num_frames": 97},
+        suggested={"size": f"{w}x{h}", "num_frames": f} if small else {"size": "704x480", "num_frames": 97},
         loras=None if a.lora_dir is None else LoraRegistry(a.lora_dir),
     )
     app = create_app(store, layout, config)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -34,10 +35,10 @@ small large tall short long wide narrow thin thick heavy light empty full quiet 
 """
 
 
-def _train_sentencepiece(seed: int) -> bytes:
+def _train_sentencepiece(seed: int, extra_words: Sequence[str] = ()) -> bytes:
     import sentencepiece as spm
 
-    words = _WORDS.split()
+    words = _WORDS.split() + [w for w in extra_words if w not in _WORDS.split()]
     rng = random.Random(seed)
     corpus = []
     for _ in range(2000):
@@ -65,12 +66,12 @@ def _train_sentencepiece(seed: int) -> bytes:
     return model.getvalue()
 
 
-def _write_tokenizer(folder: Path, seed: int) -> int:
+def _write_tokenizer(folder: Path, seed: int, extra_words: Sequence[str] = ()) -> int:
     """Write ``spiece.model``, ``tokenizer.json`` and configs; return the vocabulary size."""
     import sentencepiece as spm
     from transformers import T5Tokenizer
 
-    proto = _train_sentencepiece(seed)
+    proto = _train_sentencepiece(seed, extra_words)
     sp = spm.SentencePieceProcessor(model_proto=proto)
     vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
     tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512)
@@ -82,13 +83,16 @@ def _write_tokenizer(folder: Path, seed: int) -> int:
     return len(tokenizer)
 
 
-def write_tiny_text_encoder(folder: str | Path, d_model: int = 32, seed: int = 0) -> Path:
+def write_tiny_text_encoder(
+    folder: str | Path, d_model: int = 32, seed: int = 0, extra_words: Sequence[str] = ()
+) -> Path:
     """A random 2-layer T5 v1.1-style encoder (``d_model`` wide) and its tokenizer under ``folder``; returns ``folder``.
-    The global torch RNG is left as it was."""
+    ``extra_words`` join the tokenizer's training corpus (the demo model's caption words). The global torch RNG is
+    left as it was."""
     from transformers import T5Config, T5EncoderModel
 
     folder = Path(folder)
-    vocab_size = _write_tokenizer(folder / "tokenizer", seed)
+    vocab_size = _write_tokenizer(folder / "tokenizer", seed, extra_words)
     config = T5Config(
         vocab_size=vocab_size,
         d_model=d_model,

@@ -1,0 +1,263 @@
+"""Train the ``ltxv-demo`` model from a seed and write it where the package ships it.
+
+    python training/train_demo.py                 # all stages; about an hour on two quiet cores
+    python training/train_demo.py --out /tmp/demo --vae-steps 200 --dit-steps 200 --up-steps 100 --dec-steps 50
+
+Stages, in order (each one's result is kept in ``--work``, so an interrupted run resumes after the last finished
+stage): the tiny T5 and its tokenizer (frozen, random), the VAE, the latents and captions of a fixed set of clips, the
+transformer, the latent upsampler, a fine-tuning of the VAE decoder alone on the final latent statistics (the
+encoder, and so the latents the transformer learned, unchanged), and a second leg of transformer training from the
+first leg's EMA weights (a fresh optimiser and learning-rate schedule; added when the first leg's measured motion
+and shape rates fell short). Then the single-file checkpoint (bf16, like the
+released ones), the upsampler file (fp32, like the released ones) and ``training.json`` (settings, loss curves, time
+per stage) go to ``--out``.
+
+Deterministic for a seed and a thread count on one machine (fixed threads; every random draw from seeded
+generators). OpenMP threads wait passively: on a shared machine spinning threads cost many times their work.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import demo_model as dm
+from scene_data import FRAMES, SIZE, balanced_scenes, clip
+from train_dit import train_transformer
+from train_upsampler import train_upsampler
+from train_vae import train_decoder, train_vae
+
+from ltxv.model.transformer import Transformer
+from ltxv.model.upsampler import LatentUpsampler
+from ltxv.model.vae import VideoVAE
+from ltxv.pipelines.request import DEFAULT_NEGATIVE_PROMPT
+from ltxv.testing.scenes import CAPTION_WORDS, COLOURS, MOTIONS, MOVING_CAPTIONS, SHAPES, caption
+from ltxv.testing.text import write_tiny_text_encoder
+from ltxv.text.t5 import TextEncoder
+
+log = logging.getLogger("train")
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "ltxv" / "assets" / "ltxv-demo"
+UNCOND_PROMPTS = ("", DEFAULT_NEGATIVE_PROMPT)
+
+
+class Stage:
+    """Times a stage (wall and process CPU seconds) into ``record``. A stage resumed from ``--work`` keeps the time
+    its training took (saved with its result by :meth:`save`), marked ``resumed``."""
+
+    def __init__(self, name: str, record: dict) -> None:
+        self.name, self.record, self.saved_time = name, record, None
+
+    def __enter__(self) -> Stage:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        log.info("stage %s", self.name)
+        return self
+
+    def elapsed(self) -> dict[str, float]:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+
+    def save(self, result: dict, path: Path) -> None:
+        torch.save({**result, "time": self.elapsed()}, path)
+
+    def load(self, path: Path) -> dict:
+        saved = torch.load(path)
+        self.saved_time = saved.get("time")
+        return saved
+
+    def __exit__(self, *exc: object) -> None:
+        spent = self.elapsed()
+        self.record[self.name] = spent if self.saved_time is None else {**self.saved_time, "resumed": True}
+        log.info("stage %s done: %.0f s wall, %.0f s CPU", self.name, spent["wall_s"], spent["cpu_s"])
+
+
+@torch.inference_mode()
+def encode_clips(vae: VideoVAE, scenes: list, size: int, batch: int = 8) -> torch.Tensor:
+    """Raw posterior means (N, C, F', h, w) of the scenes rendered at ``size``."""
+    out = []
+    for i in range(0, len(scenes), batch):
+        x = torch.stack([clip(s, size) for s in scenes[i : i + batch]])
+        mean, _ = vae.encoder(x)
+        out.append(mean)
+    return torch.cat(out)
+
+
+def prompt_table(text_encoder: TextEncoder) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Every caption (each (shape, colour, motion) x paraphrase) and the unconditional prompts, encoded once."""
+    prompts = [
+        caption(c, s, m, v) for s in SHAPES for c in COLOURS for m in MOTIONS for v in range(len(MOVING_CAPTIONS))
+    ]
+    prompts += list(UNCOND_PROMPTS)
+    emb, mask = text_encoder.encode(prompts, max_tokens=64)
+    keep = int(mask.sum(dim=1).max())
+    return prompts, emb[:, :keep].float(), mask[:, :keep]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--work", type=Path, default=Path("ltxv-demo-train"), help="stage results (resume from here)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--vae-steps", type=int, default=2500)
+    p.add_argument("--clips", type=int, default=2000, help="clips encoded for the transformer and upsampler")
+    p.add_argument("--dit-steps", type=int, default=2000)
+    p.add_argument("--up-steps", type=int, default=1500)
+    p.add_argument("--dec-steps", type=int, default=1000, help="decoder fine-tuning on the final statistics")
+    p.add_argument("--dit-more-steps", type=int, default=1200, help="a second transformer leg (fresh optimiser)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    a.out.mkdir(parents=True, exist_ok=True)
+    a.work.mkdir(parents=True, exist_ok=True)
+    record: dict = {
+        "command": "python training/train_demo.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "seed": a.seed,
+        "threads": a.threads,
+        "cpu": dm.cpu_model(),
+        "torch": torch.__version__,
+        "steps": {
+            "vae": a.vae_steps,
+            "transformer": a.dit_steps,
+            "upsampler": a.up_steps,
+            "decoder": a.dec_steps,
+            "transformer_more": a.dit_more_steps,
+        },
+        "clips": a.clips,
+        "stages": {},
+        "curves": {},
+    }
+    stages = record["stages"]
+
+    with Stage("text_encoder", stages):
+        words = [*CAPTION_WORDS, *DEFAULT_NEGATIVE_PROMPT.replace(",", " ").split()]
+        text_dir = write_tiny_text_encoder(a.out / dm.TEXT_ENCODER_DIR, dm.CAPTION_CHANNELS, a.seed, words)
+        text_encoder = TextEncoder.from_pretrained(text_dir)
+
+    vae = VideoVAE(dm.VAE)
+    vae_file = a.work / "vae.pt"
+    with Stage("vae", stages) as stage:
+        if vae_file.exists():
+            saved = stage.load(vae_file)
+            vae.load_state_dict(saved["state"])
+            record["curves"]["vae"] = saved["curve"]
+        else:
+            torch.manual_seed(a.seed)
+            curve = train_vae(vae, steps=a.vae_steps, seed=a.seed)
+            record["curves"]["vae"] = curve
+            stage.save({"state": vae.state_dict(), "curve": curve}, vae_file)
+    vae.requires_grad_(False).eval()
+
+    data_file = a.work / "latents.pt"
+    with Stage("latents", stages) as stage:
+        if data_file.exists():
+            data = stage.load(data_file)
+        else:
+            rng = random.Random(a.seed + 1)
+            scenes = balanced_scenes(rng, a.clips)
+            high, low = encode_clips(vae, scenes, SIZE), encode_clips(vae, scenes, SIZE // 2)
+            prompts, emb, mask = prompt_table(text_encoder)
+            index = {p: i for i, p in enumerate(prompts)}
+            variants = len(MOVING_CAPTIONS)
+            rows = torch.tensor([[index[s.caption(v)] for v in range(variants)] for s in scenes])
+            data = {"high": high, "low": low, "emb": emb, "mask": mask, "rows": rows, "prompts": prompts}
+            stage.save(data, data_file)
+        # The VAE's per-channel statistics: over the full-size clips' latents, as the pipelines normalise them.
+        flat = data["high"].transpose(0, 1).flatten(1)
+        mean, std = vae.per_channel_statistics.mean_std()
+        mean.copy_(flat.mean(dim=1))
+        std.copy_(flat.std(dim=1))
+        high, low = vae.normalize(data["high"]), vae.normalize(data["low"])
+    uncond = [data["prompts"].index(u) for u in UNCOND_PROMPTS]
+
+    transformer = Transformer(dm.TRANSFORMER)
+    dit_file = a.work / "transformer.pt"
+    with Stage("transformer", stages) as stage:
+        if dit_file.exists():
+            saved = stage.load(dit_file)
+            transformer.load_state_dict(saved["state"])
+            record["curves"]["transformer"] = saved["curve"]
+        else:
+            torch.manual_seed(a.seed + 2)
+            transformer = Transformer(dm.TRANSFORMER)
+            transformer, curve = train_transformer(
+                transformer,
+                {SIZE: high, SIZE // 2: low},
+                data["rows"],
+                (data["emb"], data["mask"]),
+                uncond,
+                steps=a.dit_steps,
+                seed=a.seed + 2,
+            )
+            record["curves"]["transformer"] = curve
+            stage.save({"state": transformer.state_dict(), "curve": curve}, dit_file)
+
+    torch.manual_seed(a.seed + 3)
+    upsampler = LatentUpsampler(dm.UPSAMPLER)
+    up_file = a.work / "upsampler.pt"
+    with Stage("upsampler", stages) as stage:
+        if up_file.exists():
+            saved = stage.load(up_file)
+            upsampler.load_state_dict(saved["state"])
+            record["curves"]["upsampler"] = saved["curve"]
+        else:
+            upsampler.set_latent_statistics(*vae.per_channel_statistics.mean_std())
+            curve = train_upsampler(upsampler, low, high, steps=a.up_steps, seed=a.seed + 3)
+            record["curves"]["upsampler"] = curve
+            stage.save({"state": upsampler.state_dict(), "curve": curve}, up_file)
+
+    dec_file = a.work / "decoder.pt"
+    with Stage("decoder", stages) as stage:
+        if dec_file.exists():
+            saved = stage.load(dec_file)
+            vae.decoder.load_state_dict(saved["state"])
+            record["curves"]["decoder"] = saved["curve"]
+        else:
+            torch.manual_seed(a.seed + 4)
+            curve = train_decoder(vae, steps=a.dec_steps, seed=a.seed + 4)
+            record["curves"]["decoder"] = curve
+            stage.save({"state": vae.decoder.state_dict(), "curve": curve}, dec_file)
+
+    more_file = a.work / "transformer_more.pt"
+    with Stage("transformer_more", stages) as stage:
+        if more_file.exists():
+            saved = stage.load(more_file)
+            transformer.load_state_dict(saved["state"])
+            record["curves"]["transformer_more"] = saved["curve"]
+        elif a.dit_more_steps:
+            transformer, curve = train_transformer(
+                transformer,
+                {SIZE: high, SIZE // 2: low},
+                data["rows"],
+                (data["emb"], data["mask"]),
+                uncond,
+                steps=a.dit_more_steps,
+                seed=a.seed + 5,
+                lr=3e-4,
+            )
+            record["curves"]["transformer_more"] = curve
+            stage.save({"state": transformer.state_dict(), "curve": curve}, more_file)
+
+    dm.write_checkpoint(a.out / dm.CHECKPOINT_NAME, transformer, vae, torch.bfloat16)
+    dm.write_upsampler(a.out / dm.UPSAMPLER_NAME, upsampler)
+    record["frames"], record["size"] = FRAMES, SIZE
+    (a.out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    total = sum(s["wall_s"] for s in stages.values())
+    log.info("wrote %s (%.0f s wall in all)", a.out, total)
+
+
+if __name__ == "__main__":
+    main()
