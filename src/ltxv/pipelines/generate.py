@@ -21,6 +21,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import torch
@@ -44,12 +45,11 @@ from ltxv.pipelines.stages import (
     encode_text,
     output_settings,
     run_pass,
-    vae_dtype,
 )
 from ltxv.runtime.cache import CacheReport, CacheReporting, StepCache
 from ltxv.runtime.compile import CompileStats, compile_transformer
-from ltxv.runtime.estimate import MemoryEstimate, decode_bytes, output_video_bytes
-from ltxv.runtime.fastpath import CHUNKS, DecodePlan, plan_decode, room
+from ltxv.runtime.estimate import MemoryEstimate
+from ltxv.runtime.fastpath import DecodePlan
 from ltxv.runtime.residency import Residency, trimming
 from ltxv.runtime.residency import release as free
 from ltxv.sampling.latent_ops import adain
@@ -195,28 +195,9 @@ class Pipeline:
         """How the request's VAE decode runs, one shot or streamed and in what chunks: from each strategy's working
         memory (the estimate's closed forms), the memory the decode may take now (what the device has free, and
         ``max_memory``) and what is fast on this device (:func:`ltxv.runtime.fastpath.plan_decode`)."""
-        vae = self.models.vae
         h, w = self.pass_sizes(request)[-1]
         frames = padded_size(request.height, request.width, request.num_frames)[2]
-        s, lf = vae.spatial_compression, (frames - 1) // vae.temporal_compression + 1
-        elem = next(vae.decoder.parameters()).element_size()
-        result = output_video_bytes(request.num_frames, request.height, request.width)
-
-        def cost(chunk: int | None) -> int:
-            return decode_bytes(
-                vae.cfg, lf, h // s, w // s, elem, streaming=chunk is not None, output=result, chunk_frames=chunk or 1
-            )
-
-        costs: dict[int | None, int] = {None: cost(None)}
-        if lf > 2:  # shorter clips decode in one shot (VideoVAE.decode's rule)
-            costs |= {c: cost(c) for c in CHUNKS if c < lf}
-        return plan_decode(
-            costs,
-            device=self.device,
-            dtype=vae_dtype(vae),
-            room=room(self.device, self.preflight.max_memory),
-            streamable=vae.cfg.norm_layer != "group_norm",
-        )
+        return self.preflight.decode_plan(request, SimpleNamespace(height=h, width=w), frames)
 
     def memory_estimate(self, request: GenerationRequest, media: PassMedia | None = None) -> MemoryEstimate:
         """The device-memory estimate of ``request`` under this pipeline's residency mode (closed forms, instant;

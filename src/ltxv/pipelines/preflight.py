@@ -40,7 +40,8 @@ from ltxv.pipelines.denoise import per_step_guidance
 from ltxv.pipelines.media import MediaPlan, control_items, media_items, plan_media
 from ltxv.pipelines.request import GenerationRequest, RequestError, as_request, padded_size
 from ltxv.runtime.devices import available_memory, check_device
-from ltxv.runtime.estimate import MemoryEstimate, ModelSizes, PassShape, estimate
+from ltxv.runtime.estimate import MemoryEstimate, ModelSizes, PassShape, decode_bytes, estimate, output_video_bytes
+from ltxv.runtime.fastpath import CHUNKS, DecodePlan, plan_decode, room
 from ltxv.runtime.residency import MODES, offloads
 from ltxv.sampling.guidance import active_branches
 
@@ -448,8 +449,49 @@ class Preflight:
                 )
             )
         output = (0 if streamed else request.num_frames, request.height, request.width)
+        long = upsample_frames is not None and upsample_frames != frames  # a window: the long video's own decode
+        chunk = "auto" if long else self.decode_plan(request, passes[-1], frames).chunk_frames
         return estimate(
-            self.sizes, mode, num_frames=frames, passes=shapes, output=output, upsample_frames=upsample_frames
+            self.sizes,
+            mode,
+            num_frames=frames,
+            passes=shapes,
+            output=output,
+            upsample_frames=upsample_frames,
+            decode_chunk=chunk,
+        )
+
+    def _room(self) -> int | None:
+        try:
+            return room(self.device, self.max_memory)
+        except (AssertionError, RuntimeError):  # a device this torch cannot query (checked elsewhere)
+            return self.max_memory
+
+    def decode_plan(self, request: GenerationRequest, last: Any, frames: int) -> DecodePlan:
+        """How the request's VAE decode will run, one shot or streamed and in what chunks (``last``: the last pass,
+        its height and width; ``frames``: the padded pixel frames): from each strategy's working memory (the
+        estimate's closed forms), the memory the decode may take now (what the device has free, ``max_memory``)
+        and what is fast on this device (:func:`ltxv.runtime.fastpath.plan_decode`)."""
+        cfg = self.config.vae
+        s, lf = cfg.spatial_compression, (frames - 1) // cfg.temporal_compression + 1
+        elem = self.sizes.vae_elem
+        result = output_video_bytes(request.num_frames, request.height, request.width)
+
+        def cost(chunk: int | None) -> int:
+            h, w = last.height // s, last.width // s
+            return decode_bytes(
+                cfg, lf, h, w, elem, streaming=chunk is not None, output=result, chunk_frames=chunk or 1
+            )
+
+        costs: dict[int | None, int] = {None: cost(None)}
+        if lf > 2:  # shorter clips decode in one shot (VideoVAE.decode's rule)
+            costs |= {c: cost(c) for c in CHUNKS if c < lf}
+        return plan_decode(
+            costs,
+            device=self.device,
+            dtype=torch.bfloat16 if elem == 2 else torch.float32,
+            room=self._room(),
+            streamable=cfg.norm_layer != "group_norm",
         )
 
     def _check_memory(self, plan: Plan) -> None:

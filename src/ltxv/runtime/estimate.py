@@ -251,7 +251,7 @@ def decode_bytes(
     video = cfg.out_channels * f * h * cfg.patch_size * w * cfg.patch_size
     if streaming:
         return decoded - video * elem + output
-    return decoded + video * 4 + output
+    return decoded + (video * 4 if elem != 4 else 0) + output  # the float32 copy (in place when it is float32)
 
 
 def estimate_memory(
@@ -279,11 +279,14 @@ def estimate(
     batch: int = 1,
     output: tuple[int, int, int] | None = None,
     upsample_frames: int | None = None,
+    decode_chunk: int | str | None = "auto",
 ) -> MemoryEstimate:
     """The estimate for a run of ``passes`` (then upsampling between two passes, then a decode at the last pass's
     size) over ``num_frames`` pixel frames (padded), writing a result of ``output`` = (frames, height, width) (the
     requested size; default the last pass's). ``upsample_frames``: the pixel frames the upsampler takes at once when
-    they are not ``num_frames`` (a long video's passes run a window at a time, its upsampler the whole video)."""
+    they are not ``num_frames`` (a long video's passes run a window at a time, its upsampler the whole video).
+    ``decode_chunk``: the decode strategy that will run (None one shot, an int streamed with that chunk, "auto"
+    :meth:`VideoVAE.decode`'s own rule)."""
     cfg = sizes.vae
     elem, vae_elem = sizes.elem, sizes.vae_elem
     weights = dict(sizes.weights)
@@ -311,10 +314,14 @@ def estimate(
             lf_up = lf if upsample_frames is None else (upsample_frames - 1) // tc + 1
             work.append(("upsample", ("upsampler",), upsampler_bytes(sizes.upsampler, lf_up, h, w, elem)))
     last = passes[-1]
-    streaming = cfg.norm_layer != "group_norm" and lf > 2  # VideoVAE.decode's "auto" rule
+    if decode_chunk == "auto":
+        decode_chunk = 1 if cfg.norm_layer != "group_norm" and lf > 2 else None  # VideoVAE.decode's "auto" rule
+    streaming = decode_chunk is not None
     h, w = last.height // sc, last.width // sc
     result = output_video_bytes(*(output or (num_frames, last.height, last.width)))
-    work.append(("decode", ("vae",), decode_bytes(cfg, lf, h, w, vae_elem, streaming=streaming, output=result)))
+    chunk = int(decode_chunk) if streaming else 1  # type: ignore[arg-type]
+    decode = decode_bytes(cfg, lf, h, w, vae_elem, streaming=streaming, output=result, chunk_frames=chunk)
+    work.append(("decode", ("vae",), decode))
 
     resident = [r for r in weights if not offloads(mode, r)]
     stages = tuple(
