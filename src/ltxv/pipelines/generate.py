@@ -21,7 +21,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import torch
@@ -112,10 +111,7 @@ class Pipeline:
         """Make ``loras`` ((path, scale) pairs or :class:`Lora` s) the pipeline's LoRA set and merge it now, without
         reloading the base weights; ``set_loras([])`` restores them bit for bit. Used by every pass whose settings
         name no LoRAs of their own. A bad file raises before any weight changes."""
-        specs = tuple((x.path, x.scale) if isinstance(x, Lora) else (x[0], x[1]) for x in loras)
-        for i, (path, scale) in enumerate(specs):
-            Lora(path, scale).validate(f"loras[{i}]")
-            self.preflight.check_lora(path, f"loras[{i}]")
+        specs = checked_loras(loras, self.preflight)
         self.lora.apply(specs)
         self.loras = specs
 
@@ -197,7 +193,7 @@ class Pipeline:
         ``max_memory``) and what is fast on this device (:func:`ltxv.runtime.fastpath.plan_decode`)."""
         h, w = self.pass_sizes(request)[-1]
         frames = padded_size(request.height, request.width, request.num_frames)[2]
-        return self.preflight.decode_plan(request, SimpleNamespace(height=h, width=w), frames)
+        return self.preflight.decode_plan(request, h, w, frames)
 
     def memory_estimate(self, request: GenerationRequest, media: PassMedia | None = None) -> MemoryEstimate:
         """The device-memory estimate of ``request`` under this pipeline's residency mode (closed forms, instant;
@@ -234,7 +230,8 @@ class Pipeline:
             from ltxv.pipelines.long_video import generate_long
 
             return generate_long(self, checked, callback=callback, frames=frames, video_dtype=video_dtype)
-        strategy = self.decode_plan(request)
+        strategy = checked.decode  # the preflight's choice, which its memory estimate assumed
+        assert strategy is not None
         log.info("%s", strategy.describe())
         recipe = request.recipe
         m = self.models
@@ -323,6 +320,16 @@ class Pipeline:
         return GenerationResult(video=video, latents=latents, step_models=tuple(used), cache=report)
 
 
+def checked_loras(loras: Sequence[LoraSpec | Lora], against: Preflight) -> tuple[LoraSpec, ...]:
+    """``loras`` ((path, scale) pairs or :class:`Lora` s) as pairs, each checked (scale, file, against the
+    transformer ``against`` describes) from the files' headers; a :class:`RequestError` names the first bad one."""
+    specs = tuple((x.path, x.scale) if isinstance(x, Lora) else (x[0], x[1]) for x in loras)
+    for i, (path, scale) in enumerate(specs):
+        Lora(path, scale).validate(f"loras[{i}]")
+        against.check_lora(path, f"loras[{i}]")
+    return specs
+
+
 def load_pipeline(
     checkpoint: str | Path,
     *,
@@ -378,10 +385,7 @@ def load_checked(
 ) -> Pipeline:
     """Load the files a :meth:`Preflight.from_files` checked, as it was told to (dtype, device, residency, quantize,
     max_memory), and merge ``loras``: the CLI checks its request against the preflight first, then loads."""
-    specs = [(x.path, x.scale) if isinstance(x, Lora) else (x[0], x[1]) for x in loras]
-    for i, (path, scale) in enumerate(specs):  # from the headers, before the checkpoint's gigabytes are read
-        Lora(path, scale).validate(f"loras[{i}]")
-        checked.check_lora(path, f"loras[{i}]")
+    specs = checked_loras(loras, checked)  # from the headers, before the checkpoint's gigabytes are read
     files, device, residency = checked.files, checked.device, checked.residency
     policy = Residency(device, residency)
     home = policy.home("transformer")

@@ -75,6 +75,7 @@ class Plan:
     output: Path | None = None
     windows: tuple[tuple[int, int], ...] | None = None  # a long video's windows ([start, end) latent frames)
     step_labels: tuple[tuple[str, ...], ...] = ()  # the transformer that runs each step of each pass
+    decode: DecodePlan | None = None  # how the decode runs; None: a long video's own streamed decode
 
 
 def scheduler_config(config: CheckpointConfig, sampler: str) -> SchedulerConfig:
@@ -317,9 +318,12 @@ class Preflight:
             # A window, its appended tail and guide included, is what the transformer and the decoder hold at once.
             tc = cfg.vae.temporal_compression
             estimated = tc * (wins[0][1] - wins[0][0] + request.temporal_overlap_frames // tc) + 1
-        memory = self._estimate(request, passes, media, estimated, mode or self._mode(), streamed, frames)
+        decode = None if wins is not None else self.decode_plan(request, passes[-1].height, passes[-1].width, frames)
+        chunk = "auto" if decode is None else decode.chunk_frames
+        memory = self._estimate(request, passes, media, estimated, mode or self._mode(), streamed, frames, chunk)
         step = tuple(tuple(x) for x in labels)
-        return Plan(request, (height, width, frames), tuple(passes), media, memory, None, wins and tuple(wins), step)
+        win = wins and tuple(wins)
+        return Plan(request, (height, width, frames), tuple(passes), media, memory, None, win, step, decode)
 
     def check(
         self, request: Any, output: str | Path | None = None, *, overwrite: bool = False, streamed: bool = False
@@ -422,6 +426,7 @@ class Preflight:
         mode: str,
         streamed: bool = False,
         upsample_frames: int | None = None,
+        decode_chunk: int | str | None = "auto",
     ) -> MemoryEstimate:
         s = self.config.vae.spatial_compression
         shapes = []
@@ -449,8 +454,6 @@ class Preflight:
                 )
             )
         output = (0 if streamed else request.num_frames, request.height, request.width)
-        long = upsample_frames is not None and upsample_frames != frames  # a window: the long video's own decode
-        chunk = "auto" if long else self.decode_plan(request, passes[-1], frames).chunk_frames
         return estimate(
             self.sizes,
             mode,
@@ -458,7 +461,7 @@ class Preflight:
             passes=shapes,
             output=output,
             upsample_frames=upsample_frames,
-            decode_chunk=chunk,
+            decode_chunk=decode_chunk,
         )
 
     def _room(self) -> int | None:
@@ -467,9 +470,9 @@ class Preflight:
         except (AssertionError, RuntimeError):  # a device this torch cannot query (checked elsewhere)
             return self.max_memory
 
-    def decode_plan(self, request: GenerationRequest, last: Any, frames: int) -> DecodePlan:
-        """How the request's VAE decode will run, one shot or streamed and in what chunks (``last``: the last pass,
-        its height and width; ``frames``: the padded pixel frames): from each strategy's working memory (the
+    def decode_plan(self, request: GenerationRequest, height: int, width: int, frames: int) -> DecodePlan:
+        """How the request's VAE decode will run, one shot or streamed and in what chunks (``height`` x ``width``:
+        the last pass's size; ``frames``: the padded pixel frames): from each strategy's working memory (the
         estimate's closed forms), the memory the decode may take now (what the device has free, ``max_memory``)
         and what is fast on this device (:func:`ltxv.runtime.fastpath.plan_decode`)."""
         cfg = self.config.vae
@@ -478,7 +481,7 @@ class Preflight:
         result = output_video_bytes(request.num_frames, request.height, request.width)
 
         def cost(chunk: int | None) -> int:
-            h, w = last.height // s, last.width // s
+            h, w = height // s, width // s
             return decode_bytes(
                 cfg, lf, h, w, elem, streaming=chunk is not None, output=result, chunk_frames=chunk or 1
             )
@@ -510,7 +513,10 @@ class Preflight:
         if self.device.type != "cpu":
             for mode in MODES:
                 if mode != self.residency:
-                    other = self._estimate(plan.request, list(plan.passes), plan.media, plan.size[2], mode)
+                    chunk = "auto" if plan.decode is None else plan.decode.chunk_frames
+                    other = self._estimate(
+                        plan.request, list(plan.passes), plan.media, plan.size[2], mode, decode_chunk=chunk
+                    )
                     if other.peak - self.held <= limit:
                         fits.append(f"residency {mode!r} would fit ({_size(other.peak)})")
         advice = fits[0] if fits else "ask for fewer frames or a smaller size"
