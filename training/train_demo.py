@@ -28,9 +28,11 @@ import logging
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -76,6 +78,22 @@ class Stage:
         saved = torch.load(path)
         self.saved_time = saved.get("time")
         return saved
+
+    def resume_or_train(
+        self, path: Path, module: nn.Module, train: Callable[[], tuple[nn.Module, list]], curves: dict
+    ) -> nn.Module:
+        """The stage's trained ``module``: its weights from ``path`` where an earlier run saved them, else
+        ``train()`` (the trained module, maybe another object such as an EMA copy, and its loss curve), saved to
+        ``path``. The curve goes to ``curves[stage name]`` either way."""
+        if path.exists():
+            saved = self.load(path)
+            module.load_state_dict(saved["state"])
+            curves[self.name] = saved["curve"]
+            return module
+        module, curve = train()
+        curves[self.name] = curve
+        self.save({"state": module.state_dict(), "curve": curve}, path)
+        return module
 
     def __exit__(self, *exc: object) -> None:
         spent = self.elapsed()
@@ -150,15 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     vae = VideoVAE(dm.VAE)
     vae_file = a.work / "vae.pt"
     with Stage("vae", stages) as stage:
-        if vae_file.exists():
-            saved = stage.load(vae_file)
-            vae.load_state_dict(saved["state"])
-            record["curves"]["vae"] = saved["curve"]
-        else:
+
+        def vae_training() -> tuple[nn.Module, list]:
             torch.manual_seed(a.seed)
-            curve = train_vae(vae, steps=a.vae_steps, seed=a.seed)
-            record["curves"]["vae"] = curve
-            stage.save({"state": vae.state_dict(), "curve": curve}, vae_file)
+            return vae, train_vae(vae, steps=a.vae_steps, seed=a.seed)
+
+        stage.resume_or_train(vae_file, vae, vae_training, record["curves"])
     vae.requires_grad_(False).eval()
 
     data_file = a.work / "latents.pt"
@@ -186,15 +201,12 @@ def main(argv: list[str] | None = None) -> None:
     transformer = Transformer(dm.TRANSFORMER)
     dit_file = a.work / "transformer.pt"
     with Stage("transformer", stages) as stage:
-        if dit_file.exists():
-            saved = stage.load(dit_file)
-            transformer.load_state_dict(saved["state"])
-            record["curves"]["transformer"] = saved["curve"]
-        else:
+
+        def dit_training() -> tuple[nn.Module, list]:
             torch.manual_seed(a.seed + 2)
-            transformer = Transformer(dm.TRANSFORMER)
-            transformer, curve = train_transformer(
-                transformer,
+            fresh = Transformer(dm.TRANSFORMER)
+            return train_transformer(
+                fresh,
                 {SIZE: high, SIZE // 2: low},
                 data["rows"],
                 (data["emb"], data["mask"]),
@@ -202,44 +214,36 @@ def main(argv: list[str] | None = None) -> None:
                 steps=a.dit_steps,
                 seed=a.seed + 2,
             )
-            record["curves"]["transformer"] = curve
-            stage.save({"state": transformer.state_dict(), "curve": curve}, dit_file)
+
+        transformer = stage.resume_or_train(dit_file, transformer, dit_training, record["curves"])
 
     torch.manual_seed(a.seed + 3)
     upsampler = LatentUpsampler(dm.UPSAMPLER)
     up_file = a.work / "upsampler.pt"
     with Stage("upsampler", stages) as stage:
-        if up_file.exists():
-            saved = stage.load(up_file)
-            upsampler.load_state_dict(saved["state"])
-            record["curves"]["upsampler"] = saved["curve"]
-        else:
+
+        def up_training() -> tuple[nn.Module, list]:
             upsampler.set_latent_statistics(*vae.per_channel_statistics.mean_std())
-            curve = train_upsampler(upsampler, low, high, steps=a.up_steps, seed=a.seed + 3)
-            record["curves"]["upsampler"] = curve
-            stage.save({"state": upsampler.state_dict(), "curve": curve}, up_file)
+            return upsampler, train_upsampler(upsampler, low, high, steps=a.up_steps, seed=a.seed + 3)
+
+        stage.resume_or_train(up_file, upsampler, up_training, record["curves"])
 
     dec_file = a.work / "decoder.pt"
     with Stage("decoder", stages) as stage:
-        if dec_file.exists():
-            saved = stage.load(dec_file)
-            vae.decoder.load_state_dict(saved["state"])
-            record["curves"]["decoder"] = saved["curve"]
-        else:
+
+        def dec_training() -> tuple[nn.Module, list]:
             torch.manual_seed(a.seed + 4)
-            curve = train_decoder(vae, steps=a.dec_steps, seed=a.seed + 4)
-            record["curves"]["decoder"] = curve
-            stage.save({"state": vae.decoder.state_dict(), "curve": curve}, dec_file)
+            return vae.decoder, train_decoder(vae, steps=a.dec_steps, seed=a.seed + 4)
+
+        stage.resume_or_train(dec_file, vae.decoder, dec_training, record["curves"])
 
     more_file = a.work / "transformer_more.pt"
     with Stage("transformer_more", stages) as stage:
-        if more_file.exists():
-            saved = stage.load(more_file)
-            transformer.load_state_dict(saved["state"])
-            record["curves"]["transformer_more"] = saved["curve"]
-        elif a.dit_more_steps:
-            transformer, curve = train_transformer(
-                transformer,
+
+        def more_training() -> tuple[nn.Module, list]:
+            # The first leg returns its EMA copy, which holds no gradients: this leg trains it.
+            return train_transformer(
+                transformer.requires_grad_(True),
                 {SIZE: high, SIZE // 2: low},
                 data["rows"],
                 (data["emb"], data["mask"]),
@@ -248,8 +252,9 @@ def main(argv: list[str] | None = None) -> None:
                 seed=a.seed + 5,
                 lr=3e-4,
             )
-            record["curves"]["transformer_more"] = curve
-            stage.save({"state": transformer.state_dict(), "curve": curve}, more_file)
+
+        if more_file.exists() or a.dit_more_steps:
+            transformer = stage.resume_or_train(more_file, transformer, more_training, record["curves"])
 
     dm.write_checkpoint(a.out / dm.CHECKPOINT_NAME, transformer, vae, torch.bfloat16)
     dm.write_upsampler(a.out / dm.UPSAMPLER_NAME, upsampler)
