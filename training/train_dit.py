@@ -1,14 +1,15 @@
 """Stage 2: the transformer, trained as LTX-Video trains it: rectified flow on the VAE's normalised latents.
 
 A clean latent x0 and noise eps give ``x_t = (1 - t) x0 + t eps`` and the target velocity ``eps - x0``; t is drawn
-per sample (half uniform, half logit-normal) and handed to the model per token. In a third of the samples the first
+per sample (half uniform, half logit-normal, optionally shifted towards noise as LTX-Video shifts its schedules) and
+handed to the model per token. In a third of the samples the first
 latent frame (in some, the first two) is a conditioning frame, as image-to-video and video extension see it at
 inference (:mod:`ltxv.conditioning.state`): its tokens get timestep 0 and the pipeline's small conditioning noise
 ``0.15 t^2 eps``, and are left out of the loss. Captions are dropped (to "" or the default negative prompt) one time
 in ten, so classifier-free guidance has an unconditional model to push away from.
 
 Samples alternate between the 7x8x8 latents of 128-pixel clips and the 7x4x4 of 64-pixel ones (the multi-scale
-recipe's first pass). Frame rates are drawn from 24-30 fps, so the RoPE time axis matches any of them.
+recipe's first pass), or follow a given cycle of sizes. Frame rates are drawn from 24-30 fps, so the RoPE time axis matches any of them.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ CONDITION_NOISE = 0.15  # the pipeline's default image_cond_noise_scale
 FPS_RANGE = (24.0, 30.0)
 
 
-def sample_t(b: int, gen: torch.Generator) -> torch.Tensor:
-    """Half uniform in (0, 1), half logit-normal (mean 0, std 1): every noise level is trained, the middle most."""
+def sample_t(b: int, gen: torch.Generator, shift: float = 1.0) -> torch.Tensor:
+    """Half uniform in (0, 1), half logit-normal (mean 0, std 1), then shifted towards noise by ``shift``
+    (``s t / (1 + (s - 1) t)``, the timestep shift LTX-Video's training and schedules apply): every noise level is
+    trained, the middle most at shift 1, the noisy end more with a larger shift."""
     u = torch.rand(b, generator=gen)
     ln = torch.sigmoid(torch.randn(b, generator=gen))
     t = torch.where(torch.rand(b, generator=gen) < 0.5, u, ln)
+    t = shift * t / (1 + (shift - 1) * t)
     return t.clamp(1e-4, 1.0)
 
 
@@ -66,6 +70,8 @@ def train_transformer(
     seed: int,
     tokens_per_batch: int = 4480,
     lr: float = 5e-4,
+    shift: float = 1.0,
+    cycle: tuple[int, ...] | None = None,
     log_every: int = 50,
 ) -> tuple[Transformer, list[dict]]:
     """``latents[size]`` (N, C, F, h, w) normalised; clip i has captions ``caption_index[i]`` (row of variants into
@@ -83,7 +89,7 @@ def train_transformer(
         opt, lambda i: min(1.0, (i + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
     )
     ema = EMA(transformer, 0.998)
-    sizes = sorted(latents)
+    sizes = list(cycle) if cycle else sorted(latents)
     curve, acc, t0 = [], 0.0, time.perf_counter()
     for step in range(steps):
         lat = latents[sizes[step % len(sizes)]]
@@ -92,7 +98,7 @@ def train_transformer(
         x0 = patchify(lat[idx])  # (B, N, C)
         b, tokens = x0.shape[:2]
         per_frame = h * w
-        t = sample_t(b, gen)
+        t = sample_t(b, gen, shift)
         eps = torch.randn(x0.shape, generator=gen)
         # Conditioning frames per sample: 0, 1 or 2 leading latent frames.
         r = torch.rand(b, generator=gen)
