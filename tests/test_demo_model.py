@@ -89,32 +89,40 @@ def test_vae_reconstructs_scenes_through_the_recipes_decode_noise() -> None:
 
 
 # Measured by training/measure_demo.py on the shipped model (MODEL_CARD.md, measurements.json): text-to-video colour
-# 0.92, motion 0.48, shape 0.45 over 60 cases; image-to-video colour 1.0, motion 1.0 over 15, frame 0 at 22.9 dB in
-# the worst case (mean 28.4). The default suite holds the model to what its few cases meet (text-to-video colour;
-# image-to-video colour, motion and frame 0); the issue's targets over the full spread stay asserted, as expected
-# failures with the measured rates, until a better-trained model meets them.
+# 1.0, motion 1.0, shape 0.77 over 60 cases; image-to-video colour 1.0, motion 1.0 over 15, frame 0 at 25.3 dB in the
+# worst case (mean 29.1). Every met target is asserted on the full spread (slow) and on a few cases (default suite);
+# the shape target stays asserted as an expected failure with the measured rate, until a model meets it.
 MISSED = "issue 9's target; the shipped model measured {} (MODEL_CARD.md)"
 
 
-def test_text_to_video_colour_few_cases(pipe: Any) -> None:
+def test_text_to_video_colour_and_motion_few_cases(pipe: Any) -> None:
     outcomes = [sem.run_case(pipe, case, RECIPE) for case in sem.spread(FEW_T2V)]
-    assert not _misses(sem.score(outcomes), ("colour",)), _report(outcomes)
+    assert not _misses(sem.score(outcomes), ("colour", "motion")), _report(outcomes)
+
+
+@pytest.fixture(scope="module")
+def full_t2v(pipe: Any) -> list[sem.Outcome]:
+    return [sem.run_case(pipe, case, RECIPE) for case in sem.spread(FULL_T2V)]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=MISSED.format("colour 0.92, motion 0.48, shape 0.45 over 60 cases"), strict=False)
-def test_text_to_video_shows_the_prompt(pipe: Any) -> None:
-    outcomes = [sem.run_case(pipe, case, RECIPE) for case in sem.spread(FULL_T2V)]
-    rates = sem.score(outcomes)
-    assert not _misses(rates), (rates, _report(outcomes))
+def test_text_to_video_shows_the_prompts_colour_and_motion(full_t2v: list[sem.Outcome]) -> None:
+    rates = sem.score(full_t2v)
+    assert not _misses(rates, ("colour", "motion")), (rates, _report(full_t2v))
 
 
-def _i2v(pipe: Any, n: int, *, psnr: bool = True) -> None:
+@pytest.mark.slow
+@pytest.mark.xfail(reason=MISSED.format("shape 0.77 over 60 cases: circles and squares alike"), strict=False)
+def test_text_to_video_shows_the_prompts_shape(full_t2v: list[sem.Outcome]) -> None:
+    rates = sem.score(full_t2v)
+    assert not _misses(rates, ("shape",)), (rates, _report(full_t2v))
+
+
+def _i2v(pipe: Any, n: int) -> None:
     outcomes = [sem.run_i2v_case(pipe, case, RECIPE) for case in sem.spread(n, first_seed=5000)]
     rates = sem.score(outcomes)
     assert not _misses(rates, ("colour", "motion")), (rates, _report(outcomes))
-    if psnr:
-        assert min(o.frame0_psnr for o in outcomes) >= 25.0, [o.frame0_psnr for o in outcomes]  # type: ignore[type-var]
+    assert min(o.frame0_psnr for o in outcomes) >= 25.0, [o.frame0_psnr for o in outcomes]  # type: ignore[type-var]
 
 
 def test_image_to_video_keeps_the_drawn_frame_and_moves_as_told_few_cases(pipe: Any) -> None:
@@ -122,13 +130,7 @@ def test_image_to_video_keeps_the_drawn_frame_and_moves_as_told_few_cases(pipe: 
 
 
 @pytest.mark.slow
-def test_image_to_video_moves_as_told(pipe: Any) -> None:
-    _i2v(pipe, FULL_I2V, psnr=False)
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(reason=MISSED.format("frame 0 at 22.9 dB in the worst of 15 cases (mean 28.4)"), strict=False)
-def test_image_to_video_keeps_the_drawn_frame(pipe: Any) -> None:
+def test_image_to_video_keeps_the_drawn_frame_and_moves_as_told(pipe: Any) -> None:
     _i2v(pipe, FULL_I2V)
 
 
@@ -164,7 +166,8 @@ def test_generate_with_the_preset_works_offline(tmp_path: Path, monkeypatch: pyt
 
 def test_training_record_matches_the_card() -> None:
     record = json.loads((DEMO_DIR / "training.json").read_text())
-    assert set(record["curves"]) == {"vae", "transformer", "upsampler", "decoder", "transformer_more"}
+    stages = {"vae", "transformer", "upsampler", "decoder", "transformer_more", "transformer_shift", "decoder_more"}
+    assert set(record["curves"]) == stages
     for curve in record["curves"].values():
         assert curve[-1]["loss"] < curve[0]["loss"]  # every network learned
     card = (DEMO_DIR / "MODEL_CARD.md").read_text()
