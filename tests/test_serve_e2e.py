@@ -224,3 +224,17 @@ def test_a_server_without_a_lora_folder_refuses_loras_by_name(tmp_path: Path) ->
         assert r.status_code == 400 and r.json()["error"]["param"] == "cache", r.json()
         r = live.client().post("/v1/videos", json={"prompt": "p", "window_prompts": "a | b"})
         assert r.status_code == 400 and r.json()["error"]["param"] == "window_prompts", r.json()
+
+
+def test_the_worker_command_serve_builds_is_one_the_worker_parser_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``ltxv serve`` hands its workers parses as ``ltxv worker``, from the namespace ``ltxv.cli.main`` really
+    makes (which also carries ``argv``, for the ranks of ``generate --parallel``; passed on, it broke every worker)."""
+    from ltxv.serve import cli as serve_cli
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(serve_cli, "cmd_serve", lambda a: seen.setdefault("argv", serve_cli.worker_argv(a)))
+    argv = ["serve", "--store", "/tmp/s", "--port", "1", "--hybrid", "b=/m/b.safetensors", "--hybrid", "c=/m/c"]
+    assert cli.main([*argv, "--lora-dir", "L"]) == 0
+    worker = cli.build_parser().parse_args(["worker", *seen["argv"]])
+    assert (worker.store, worker.hybrid, worker.lora_dir) == ("/tmp/s", ["b=/m/b.safetensors", "c=/m/c"], "L")
+    assert "--argv" not in seen["argv"] and "--port" not in seen["argv"]

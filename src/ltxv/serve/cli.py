@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 DEMO_MODEL = "ltxv-demo"
 _SERVE_ONLY = ("host", "port", "workers", "token", "max_pixels", "max_frames", "max_queue", "max_upload")
 _SERVE_ONLY += ("max_attempts", "sweep_grace_s", "ray", "shared_outputs", "parallel")
-_NOT_FLAGS = ("command", "run", "store", "lease_s")
+_NOT_FLAGS = ("command", "run", "store", "lease_s", "argv")  # argv: set by ltxv.cli.main for --parallel ranks
 
 
 def add_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
