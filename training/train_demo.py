@@ -124,6 +124,12 @@ class Stage:
         log.info("stage %s done: %.0f s wall, %.0f s CPU", self.name, spent["wall_s"], spent["cpu_s"])
 
 
+def extend_curve(curve: list[dict], part: list[dict]) -> None:
+    """Append a leg's loss curve to a stage's, its steps counted on from the stage's last."""
+    done = curve[-1]["step"] if curve else 0
+    curve += [{**point, "step": point["step"] + done} for point in part]
+
+
 @torch.inference_mode()
 def encode_clips(vae: VideoVAE, scenes: list, size: int, batch: int = 8) -> torch.Tensor:
     """Raw posterior means (N, C, F', h, w) of the scenes rendered at ``size``."""
@@ -309,8 +315,7 @@ def main(argv: list[str] | None = None) -> None:
                     shift=SHIFT,
                     cycle=leg.cycle,
                 )
-                done = curve[-1]["step"] if curve else 0
-                curve += [{**point, "step": point["step"] + done} for point in part]
+                extend_curve(curve, part)
             return model, curve
 
         if shift_file.exists() or a.shift_legs:
@@ -326,8 +331,7 @@ def main(argv: list[str] | None = None) -> None:
             for leg in range(a.dec_more_legs):  # the same loop again, a fresh schedule each time
                 torch.manual_seed(a.seed + 6 + leg)
                 part = train_decoder(vae, steps=a.dec_more_steps, seed=a.seed + 6 + leg, lr=2e-4)
-                done = curve[-1]["step"] if curve else 0
-                curve += [{**point, "step": point["step"] + done} for point in part]
+                extend_curve(curve, part)
             return vae.decoder, curve
 
         if dec_more_file.exists() or a.dec_more_legs:
